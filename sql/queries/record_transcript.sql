@@ -1,0 +1,45 @@
+-- One transcript line as ONE statement. The content-hash key is the idempotency mark; the
+-- call row is created if this is the first message of the call (seed #7: never dropped).
+-- $1 assistant id, $2 vapi call id, $3 role, $4 text, $5 spoken at, $6 transcript type,
+-- $7 content hash.
+WITH agent AS (
+    SELECT a.org_id, a.id
+    FROM voxanne.agents AS a
+    WHERE a.vapi_assistant_id = $1 AND a.active
+),
+created AS (
+    INSERT INTO voxanne.calls AS c (org_id, vapi_call_id, agent_id)
+    SELECT agent.org_id, $2, agent.id FROM agent
+    ON CONFLICT (org_id, vapi_call_id) DO NOTHING
+    RETURNING c.org_id, c.id
+),
+-- Exactly one row, unless the call was committed by another session after this statement's
+-- snapshot: then none, nothing is written, and the caller runs the statement again.
+call AS (
+    SELECT created.org_id, created.id FROM created
+    UNION ALL
+    SELECT c.org_id, c.id
+    FROM voxanne.calls AS c JOIN agent ON c.org_id = agent.org_id
+    WHERE c.vapi_call_id = $2
+),
+line AS (
+    INSERT INTO voxanne.call_transcripts AS t
+        (org_id, content_hash, call_id, role, transcript_type, spoken_at, text)
+    SELECT call.org_id, $7, call.id, $3, $6, $5, $4 FROM call
+    ON CONFLICT (org_id, content_hash) DO NOTHING
+    RETURNING t.org_id, t.call_id
+),
+outbox AS (
+    INSERT INTO voxanne.outbox AS o (org_id, topic, payload)
+    SELECT line.org_id, 'call.transcript',
+           pg_catalog.jsonb_build_object('call_id', line.call_id, 'vapi_call_id', $2,
+               'role', $3, 'transcript_type', $6, 'spoken_at', $5, 'text', $4,
+               'content_hash', pg_catalog.encode($7, 'hex'))
+    FROM line
+    RETURNING o.id, pg_catalog.pg_notify('voxanne_outbox', pg_catalog.json_build_object(
+        'org_id', o.org_id, 'id', o.id, 'topic', o.topic)::text) IS NOT NULL AS notified
+)
+SELECT agent.org_id, call.id AS call_id, outbox.id AS outbox_id
+FROM agent
+LEFT JOIN call ON true
+LEFT JOIN outbox ON true

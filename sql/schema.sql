@@ -1,0 +1,135 @@
+-- voxanne_ext tables. Every tenant table leads its primary key and every unique index with
+-- org_id (NOT NULL): the tenant boundary is part of every key, and the table can be
+-- distributed on org_id by Citus later (docs/SCALING.md).
+
+-- One row per Vapi assistant per org. The org of every webhook is derived from here, never
+-- taken from the caller.
+CREATE TABLE voxanne.agents (
+    org_id               uuid        NOT NULL,
+    id                   uuid        NOT NULL DEFAULT pg_catalog.gen_random_uuid(),
+    vapi_assistant_id    text        NOT NULL,
+    vapi_phone_number_id text,
+    name                 text,
+    active               boolean     NOT NULL DEFAULT true,
+    created_at           timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    updated_at           timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    PRIMARY KEY (org_id, id),
+    CONSTRAINT agents_org_assistant_key UNIQUE (org_id, vapi_assistant_id),
+    -- An assistant id routes to exactly one org. Exclusion constraints rather than unique
+    -- indexes: the rule spans orgs, and their indexes double as the hot-path lookup.
+    CONSTRAINT agents_one_active_per_assistant
+        EXCLUDE USING btree (vapi_assistant_id WITH =) WHERE (active),
+    CONSTRAINT agents_one_active_per_phone_number
+        EXCLUDE USING btree (vapi_phone_number_id WITH =)
+        WHERE (active AND vapi_phone_number_id IS NOT NULL)
+);
+
+CREATE TABLE voxanne.leads (
+    org_id     uuid        NOT NULL,
+    id         uuid        NOT NULL DEFAULT pg_catalog.gen_random_uuid(),
+    phone      text        NOT NULL CONSTRAINT leads_phone_e164 CHECK (phone ~ '^\+[1-9][0-9]{1,14}$'),
+    name       text,
+    email      text,
+    created_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    updated_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    PRIMARY KEY (org_id, id),
+    CONSTRAINT leads_org_phone_key UNIQUE (org_id, phone)
+);
+
+-- ONE row per call: the seed's call_tracking, call_logs and calls collapsed, so they cannot
+-- disagree. Whichever message arrives first creates the row; later ones enrich it.
+-- fillfactor leaves room for the HOT updates each later message makes.
+CREATE TABLE voxanne.calls (
+    org_id           uuid        NOT NULL,
+    id               bigint      GENERATED ALWAYS AS IDENTITY,
+    vapi_call_id     text        NOT NULL,
+    agent_id         uuid        NOT NULL,
+    lead_id          uuid,
+    call_type        text,
+    customer_number  text,
+    phone_number_id  text,
+    -- NULL until the first status message; only ever moves forward
+    -- (scheduled < queued < ringing < in-progress < forwarding < ended).
+    status           text CONSTRAINT calls_status_known CHECK (status IN
+                         ('scheduled', 'queued', 'ringing', 'in-progress', 'forwarding', 'ended')),
+    -- The event id of the message that set the current status: how a write knows whether it
+    -- advanced the call or was stale.
+    status_event_id  text,
+    ended_reason     text,
+    started_at       timestamptz,
+    ended_at         timestamptz,
+    duration_seconds numeric CONSTRAINT calls_duration_nonnegative CHECK (duration_seconds >= 0),
+    cost             numeric CONSTRAINT calls_cost_nonnegative CHECK (cost >= 0),
+    summary          text,
+    transcript       text,
+    recording_url    text,
+    created_at       timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    updated_at       timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    PRIMARY KEY (org_id, id),
+    CONSTRAINT calls_org_vapi_call_key UNIQUE (org_id, vapi_call_id),
+    CONSTRAINT calls_agent_fkey FOREIGN KEY (org_id, agent_id) REFERENCES voxanne.agents (org_id, id),
+    CONSTRAINT calls_lead_fkey FOREIGN KEY (org_id, lead_id)
+        REFERENCES voxanne.leads (org_id, id) ON DELETE SET NULL (lead_id)
+) WITH (fillfactor = 80);
+
+-- A transcript line is identified by its content hash (sha256 over call id, role, type,
+-- moment and text): a retry of the same message collides, the same phrase said again at
+-- another moment does not. The key is also the idempotency mark, so transcripts need no
+-- ledger row and their dedup never expires.
+CREATE TABLE voxanne.call_transcripts (
+    org_id          uuid        NOT NULL,
+    content_hash    bytea       NOT NULL CONSTRAINT call_transcripts_hash_sha256 CHECK (pg_catalog.length(content_hash) = 32),
+    call_id         bigint      NOT NULL,
+    role            text        NOT NULL CONSTRAINT call_transcripts_role_known CHECK (role IN ('user', 'assistant')),
+    transcript_type text        NOT NULL CONSTRAINT call_transcripts_type_known CHECK (transcript_type IN ('partial', 'final')),
+    spoken_at       timestamptz NOT NULL,
+    text            text        NOT NULL,
+    created_at      timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    PRIMARY KEY (org_id, content_hash),
+    CONSTRAINT call_transcripts_call_fkey FOREIGN KEY (org_id, call_id)
+        REFERENCES voxanne.calls (org_id, id) ON DELETE CASCADE
+);
+CREATE INDEX call_transcripts_call_idx ON voxanne.call_transcripts (org_id, call_id, spoken_at);
+
+-- The idempotency ledger (seed #2, #12): written in the same statement as the effect it guards.
+CREATE TABLE voxanne.processed_webhook_events (
+    org_id      uuid        NOT NULL,
+    event_id    text        NOT NULL,
+    event_type  text        NOT NULL,
+    received_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    PRIMARY KEY (org_id, event_id)
+);
+-- Rows arrive in time order, so a BRIN index finds the purge range for almost no write cost.
+CREATE INDEX processed_webhook_events_received_brin
+    ON voxanne.processed_webhook_events USING brin (received_at);
+
+-- The durable notification log (seed #8): one row per applied effect, same transaction.
+-- pg_notify('voxanne_outbox') carries only ids; readers fetch the payload from here.
+CREATE TABLE voxanne.outbox (
+    org_id     uuid        NOT NULL,
+    id         bigint      GENERATED ALWAYS AS IDENTITY,
+    topic      text        NOT NULL,
+    payload    jsonb       NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    PRIMARY KEY (org_id, id)
+);
+CREATE INDEX outbox_created_brin ON voxanne.outbox USING brin (created_at);
+
+-- User data survives pg_dump of a database that uses the extension.
+SELECT pg_catalog.pg_extension_config_dump('voxanne.agents', '');
+SELECT pg_catalog.pg_extension_config_dump('voxanne.leads', '');
+SELECT pg_catalog.pg_extension_config_dump('voxanne.calls', '');
+SELECT pg_catalog.pg_extension_config_dump('voxanne.call_transcripts', '');
+SELECT pg_catalog.pg_extension_config_dump('voxanne.processed_webhook_events', '');
+SELECT pg_catalog.pg_extension_config_dump('voxanne.outbox', '');
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('voxanne.calls', 'id')::pg_catalog.regclass, '');
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('voxanne.outbox', 'id')::pg_catalog.regclass, '');
+
+-- Status order for "only moves forward"; NULL (no status yet) ranks lowest. Plain SQL so the
+-- planner inlines it into the kept statements.
+CREATE FUNCTION voxanne._status_rank(p_status text) RETURNS integer
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+    SELECT COALESCE(pg_catalog.array_position(
+        '{scheduled,queued,ringing,in-progress,forwarding,ended}'::pg_catalog.text[], p_status), 0)
+$$;

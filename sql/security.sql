@@ -1,0 +1,59 @@
+-- Row level security and privileges. Runs last, after every function exists.
+
+-- RLS on every tenant table. Functions are SECURITY DEFINER (owned by the installing superuser)
+-- and filter by org_id themselves; these policies govern direct reads by API users: an
+-- `authenticated` JWT sees only its own org (voxanne.current_org_id()). The sub-select makes
+-- the claim lookup run once per statement, not once per row.
+DO $$
+DECLARE
+    t text;
+BEGIN
+    FOREACH t IN ARRAY ARRAY['agents', 'leads', 'calls', 'call_transcripts',
+                             'processed_webhook_events', 'outbox'] LOOP
+        EXECUTE pg_catalog.format('ALTER TABLE voxanne.%I ENABLE ROW LEVEL SECURITY', t);
+        EXECUTE pg_catalog.format(
+            'CREATE POLICY %I ON voxanne.%I FOR SELECT USING (org_id = (SELECT voxanne.current_org_id()))',
+            t || '_own_org_read', t);
+    END LOOP;
+END
+$$;
+
+-- Nothing is callable by default; grant_api_roles() hands out exactly what each role needs.
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA voxanne FROM PUBLIC;
+REVOKE ALL ON ALL TABLES IN SCHEMA voxanne FROM PUBLIC;
+REVOKE ALL ON SCHEMA voxanne FROM PUBLIC;
+
+-- Grants for the Supabase API roles (service_role, authenticated, anon). Called at install
+-- time; call it again after creating those roles on a plain Postgres installed earlier.
+CREATE FUNCTION voxanne.grant_api_roles() RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'service_role') THEN
+        GRANT USAGE ON SCHEMA voxanne TO service_role;
+        GRANT SELECT ON ALL TABLES IN SCHEMA voxanne TO service_role;
+        GRANT INSERT, UPDATE, DELETE ON voxanne.leads TO service_role;
+        GRANT EXECUTE ON FUNCTION
+            voxanne.upsert_agent(uuid, text, text, boolean, text),
+            voxanne.create_inbound_call(text, text, text, text, text, text, timestamptz),
+            voxanne.complete_call(text, text, text, timestamptz, timestamptz, numeric, numeric,
+                                  text, text, text, text),
+            voxanne.record_transcript(text, text, text, text, timestamptz, text),
+            voxanne.purge_processed_events(interval),
+            voxanne.current_org_id()
+        TO service_role;
+    END IF;
+    IF EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'authenticated') THEN
+        -- Read-only, and RLS narrows every read to the caller's org.
+        GRANT USAGE ON SCHEMA voxanne TO authenticated;
+        GRANT SELECT ON voxanne.agents, voxanne.leads, voxanne.calls, voxanne.call_transcripts,
+                        voxanne.outbox TO authenticated;
+        GRANT EXECUTE ON FUNCTION voxanne.current_org_id() TO authenticated;
+    END IF;
+    -- anon gets nothing at all.
+END
+$$;
+REVOKE ALL ON FUNCTION voxanne.grant_api_roles() FROM PUBLIC;
+
+SELECT voxanne.grant_api_roles();

@@ -1,0 +1,34 @@
+//! voxanne_ext: Vapi webhook handling inside PostgreSQL.
+//!
+//! Each webhook is one statement in one transaction: the idempotency mark, the writes and the
+//! outbox row commit together, scoped by the org derived from the assistant.
+
+use pgrx::prelude::*;
+
+::pgrx::pg_module_magic!(name, version);
+
+mod agents;
+mod calls;
+mod error;
+mod events;
+mod plans;
+mod retention;
+mod tenancy;
+mod transcripts;
+
+#[cfg(any(test, feature = "pg_test"))]
+mod testing;
+
+extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);
+extension_sql_file!("../sql/security.sql", name = "security", finalize);
+
+/// Required by `cargo pgrx test`.
+#[cfg(test)]
+pub mod pg_test {
+    pub fn setup(_options: Vec<&str>) {}
+
+    #[must_use]
+    pub fn postgresql_conf_options() -> Vec<&'static str> {
+        vec![]
+    }
+}
