@@ -47,3 +47,46 @@ fn upsert_agent(
     .map_err(VoxError::from)?;
     Ok(id.ok_or(VoxError::Spi(pgrx::spi::Error::NoTupleTable))?)
 }
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    use crate::testing::{call, count, error_of, org_with_agent};
+
+    #[pg_test]
+    fn upsert_agent_is_idempotent_and_keeps_one_row() {
+        let org = org_with_agent("asst_1");
+        let again: String = Spi::get_one_with_args(
+            "SELECT voxanne.upsert_agent($1::uuid, 'asst_1', 'Front desk')::text",
+            &[org.as_str().into()],
+        )
+        .unwrap()
+        .unwrap();
+        let row: String =
+            Spi::get_one("SELECT id::text || '|' || name FROM voxanne.agents WHERE vapi_assistant_id = 'asst_1'").unwrap().unwrap();
+        assert_eq!(row, format!("{again}|Front desk"));
+        assert_eq!(count("SELECT count(*) FROM voxanne.agents WHERE vapi_assistant_id = 'asst_1'", &[]), 1);
+    }
+
+    #[pg_test]
+    fn an_assistant_is_active_in_only_one_org() {
+        org_with_agent("asst_1");
+        let err = error_of("SELECT voxanne.upsert_agent(gen_random_uuid(), 'asst_1')");
+        assert!(err.starts_with("23P01"), "{err}");
+        assert!(err.contains("agents_one_active_per_assistant"), "{err}");
+        // inactive elsewhere is fine
+        assert_eq!(error_of("SELECT voxanne.upsert_agent(gen_random_uuid(), 'asst_1', p_active => false)"), "ok");
+    }
+
+    #[pg_test]
+    fn moving_an_assistant_to_another_org_reroutes_new_calls() {
+        let old = org_with_agent("asst_1");
+        Spi::run_with_args("SELECT voxanne.upsert_agent($1::uuid, 'asst_1', p_active => false)", &[old.as_str().into()]).unwrap();
+        let new: String = Spi::get_one("SELECT gen_random_uuid()::text").unwrap().unwrap();
+        Spi::run_with_args("SELECT voxanne.upsert_agent($1::uuid, 'asst_1')", &[new.as_str().into()]).unwrap();
+        let out = call("SELECT voxanne.create_inbound_call('c1', 'asst_1')", &[]);
+        assert_eq!(out["org_id"], new.as_str());
+    }
+}

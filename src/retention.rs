@@ -45,3 +45,41 @@ pub fn purge(older_than: Interval) -> Result<i64, VoxError> {
 fn purge_processed_events(p_older_than: default!(Option<Interval>, "'30 days'")) -> Result<i64, ErrorReport> {
     Ok(purge(defaulted("p_older_than", p_older_than)?)?)
 }
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    use crate::testing::{count, error_of, org_with_agent};
+
+    #[pg_test]
+    fn purge_deletes_only_rows_older_than_the_interval_across_batches() {
+        let org = org_with_agent("asst_r");
+        // 25,000 old rows cross two batch boundaries; 10 recent ones must survive
+        Spi::run_with_args(
+            "INSERT INTO voxanne.processed_webhook_events (org_id, event_id, event_type, received_at)
+             SELECT $1::uuid, 'old:' || g, 'status-update', now() - interval '31 days'
+             FROM generate_series(1, 25000) g;
+             INSERT INTO voxanne.processed_webhook_events (org_id, event_id, event_type, received_at)
+             SELECT $1::uuid, 'new:' || g, 'status-update', now() - interval '29 days'
+             FROM generate_series(1, 10) g",
+            &[org.as_str().into()],
+        )
+        .unwrap();
+        let purged: i64 = Spi::get_one("SELECT voxanne.purge_processed_events()").unwrap().unwrap();
+        assert_eq!(purged, 25_000);
+        let left = count(
+            "SELECT count(*) FROM voxanne.processed_webhook_events WHERE org_id = $1::uuid AND event_id LIKE 'new:%'",
+            &[org.as_str().into()],
+        );
+        assert_eq!(left, 10);
+        assert_eq!(Spi::get_one::<i64>("SELECT voxanne.purge_processed_events()").unwrap(), Some(0));
+    }
+
+    #[pg_test]
+    fn purge_refuses_a_window_shorter_than_retries_last() {
+        let err = error_of("SELECT voxanne.purge_processed_events('5 minutes')");
+        assert!(err.starts_with("22023") && err.contains("p_older_than"), "{err}");
+    }
+}

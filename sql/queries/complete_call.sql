@@ -23,7 +23,9 @@ call AS (
     FROM agent JOIN mark ON mark.org_id = agent.org_id
     ON CONFLICT (org_id, vapi_call_id) DO UPDATE SET
         status = 'ended',
-        status_event_id = CASE WHEN c.status IS DISTINCT FROM 'ended'
+        -- the report owns an ended call's status event whichever came first, so the final
+        -- row does not depend on arrival order; a status `ended` after it is stale
+        status_event_id = CASE WHEN c.status IS DISTINCT FROM 'ended' OR $11
                                THEN EXCLUDED.status_event_id ELSE c.status_event_id END,
         ended_reason = CASE WHEN $11 THEN COALESCE(EXCLUDED.ended_reason, c.ended_reason)
                             ELSE COALESCE(c.ended_reason, EXCLUDED.ended_reason) END,
