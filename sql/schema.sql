@@ -115,6 +115,23 @@ CREATE TABLE voxanne.outbox (
 );
 CREATE INDEX outbox_created_brin ON voxanne.outbox USING brin (created_at);
 
+-- Webhooks that handle_vapi_message rejected, kept raw (text: any UTF-8 a sender posted, even
+-- JSON that jsonb refuses), so nothing is lost and an operator can replay them once fixed.
+-- org_id is the one nullable org_id in the schema, by necessity: a body whose assistant and
+-- phone number match no agent has no tenant to belong to. RLS hides such rows from every API
+-- user; only the service role sees them. For the same reason the key is id alone.
+CREATE TABLE voxanne.rejected_events (
+    id           bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    org_id       uuid,
+    body         text        NOT NULL,
+    sqlstate     text        NOT NULL,
+    message      text,
+    message_type text,
+    vapi_call_id text,
+    received_at  timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+CREATE INDEX rejected_events_org_idx ON voxanne.rejected_events (org_id, received_at);
+
 -- User data survives pg_dump of a database that uses the extension.
 SELECT pg_catalog.pg_extension_config_dump('voxanne.agents', '');
 SELECT pg_catalog.pg_extension_config_dump('voxanne.leads', '');
@@ -122,8 +139,10 @@ SELECT pg_catalog.pg_extension_config_dump('voxanne.calls', '');
 SELECT pg_catalog.pg_extension_config_dump('voxanne.call_transcripts', '');
 SELECT pg_catalog.pg_extension_config_dump('voxanne.processed_webhook_events', '');
 SELECT pg_catalog.pg_extension_config_dump('voxanne.outbox', '');
+SELECT pg_catalog.pg_extension_config_dump('voxanne.rejected_events', '');
 SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('voxanne.calls', 'id')::pg_catalog.regclass, '');
 SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('voxanne.outbox', 'id')::pg_catalog.regclass, '');
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('voxanne.rejected_events', 'id')::pg_catalog.regclass, '');
 
 -- Status order for "only moves forward"; NULL (no status yet) ranks lowest. Plain SQL so the
 -- planner inlines it into the kept statements.

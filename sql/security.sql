@@ -9,7 +9,7 @@ DECLARE
     t text;
 BEGIN
     FOREACH t IN ARRAY ARRAY['agents', 'leads', 'calls', 'call_transcripts',
-                             'processed_webhook_events', 'outbox'] LOOP
+                             'processed_webhook_events', 'outbox', 'rejected_events'] LOOP
         EXECUTE pg_catalog.format('ALTER TABLE voxanne.%I ENABLE ROW LEVEL SECURITY', t);
         EXECUTE pg_catalog.format(
             'CREATE POLICY %I ON voxanne.%I FOR SELECT USING (org_id = (SELECT voxanne.current_org_id()))',
@@ -41,6 +41,8 @@ BEGIN
                                   text, text, text, text),
             voxanne.record_transcript(text, text, text, text, timestamptz, text),
             voxanne.purge_processed_events(interval),
+            voxanne.handle_vapi_message(jsonb),
+            voxanne.record_rejected_event(text, text, text),
             voxanne.current_org_id()
         TO service_role;
     END IF;

@@ -39,10 +39,7 @@ fn upsert_agent(
     let active = defaulted("p_active", p_active)?;
     let phone_number_id = optional("p_vapi_phone_number_id", p_vapi_phone_number_id, ID_MAX)?;
     let id: Option<Uuid> = Spi::connect_mut(|client| {
-        UPSERT
-            .run(client, &[org_id.into(), assistant_id.into(), name.into(), active.into(), phone_number_id.into()])?
-            .first()
-            .get_one()
+        UPSERT.first_value(client, &[org_id.into(), assistant_id.into(), name.into(), active.into(), phone_number_id.into()])
     })
     .map_err(VoxError::from)?;
     Ok(id.ok_or(VoxError::Spi(pgrx::spi::Error::NoTupleTable))?)

@@ -94,7 +94,9 @@ fn read_outcome(
         (true, None) => Effect::Stale,
     };
     if effect == Effect::Duplicate {
-        (call_id, status) = CALL_ID.run(client, &[org_id.into(), call.vapi_call_id.into()])?.first().get_two()?;
+        if let Some(row) = CALL_ID.run(client, &[org_id.into(), call.vapi_call_id.into()])?.into_iter().next() {
+            (call_id, status) = (row.get(1)?, row.get(2)?);
+        }
     }
     Ok(Outcome { effect, org_id, call_id, vapi_call_id: call.vapi_call_id.to_string(), event_id, status })
 }

@@ -39,6 +39,9 @@ pub enum VoxError {
         max: i64,
     },
 
+    #[error("{field} has the wrong JSON shape: {detail}")]
+    WrongShape { field: &'static str, detail: String },
+
     #[error("{field} is not a valid timestamp: '{value}'")]
     BadTimestamp { field: &'static str, value: String },
 
@@ -73,13 +76,29 @@ impl VoxError {
         Self::UnknownAgent { field, value: clip(value.as_ref()) }
     }
 
+    /// The same error with its field renamed, e.g. from an SQL argument to a webhook JSON path.
+    pub fn renamed(mut self, rename: fn(&'static str) -> &'static str) -> Self {
+        match &mut self {
+            Self::Missing { field }
+            | Self::Empty { field }
+            | Self::TooLong { field, .. }
+            | Self::Invalid { field, .. }
+            | Self::OutOfRange { field, .. }
+            | Self::WrongShape { field, .. }
+            | Self::BadTimestamp { field, .. }
+            | Self::UnknownAgent { field, .. } => *field = rename(field),
+            Self::BadClaims { .. } | Self::Contended { .. } | Self::Spi(_) => {}
+        }
+        self
+    }
+
     /// The SQLSTATE a client sees. Class 22 and P0002 are permanent (the relay answers 422 and
     /// the sender must not retry); only XX000 is ours to fix.
     pub fn sqlstate(&self) -> PgSqlErrorCode {
         use PgSqlErrorCode::*;
         match self {
             Self::Missing { .. } => ERRCODE_NULL_VALUE_NOT_ALLOWED,
-            Self::Empty { .. } | Self::Invalid { .. } => ERRCODE_INVALID_PARAMETER_VALUE,
+            Self::Empty { .. } | Self::Invalid { .. } | Self::WrongShape { .. } => ERRCODE_INVALID_PARAMETER_VALUE,
             Self::TooLong { .. } => ERRCODE_STRING_DATA_RIGHT_TRUNCATION,
             Self::OutOfRange { .. } => ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE,
             Self::BadTimestamp { .. } => ERRCODE_INVALID_DATETIME_FORMAT,

@@ -15,6 +15,7 @@ mod plans;
 mod retention;
 mod tenancy;
 mod transcripts;
+mod webhook;
 
 #[cfg(any(test, feature = "pg_test"))]
 mod testing;

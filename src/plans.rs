@@ -5,7 +5,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use pgrx::datum::DatumWithOid;
+use pgrx::datum::{DatumWithOid, FromDatum, IntoDatum};
 use pgrx::pg_sys::{BuiltinOid, PgOid};
 use pgrx::spi::{self, OwnedPreparedStatement, SpiClient, SpiTupleTable};
 
@@ -46,5 +46,18 @@ impl Statement {
             }
         };
         client.update(&*plan, None, args)
+    }
+
+    /// The first column of the first row, or None when there is no row.
+    pub fn first_value<T: FromDatum + IntoDatum>(
+        &'static self,
+        client: &mut SpiClient<'_>,
+        args: &[DatumWithOid<'_>],
+    ) -> spi::Result<Option<T>> {
+        let table = self.run(client, args)?;
+        if table.is_empty() {
+            return Ok(None);
+        }
+        table.first().get_one()
     }
 }
