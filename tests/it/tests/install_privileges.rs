@@ -1,0 +1,380 @@
+//! Privileges as installed by `CREATE EXTENSION` on a cluster whose Supabase roles already
+//! existed: `anon` and `authenticated` cannot call any write function, `service_role` can, and
+//! `authenticated` reads only its own org's rows (RLS on the JWT's app_metadata.org_id).
+//!
+//! Everything runs as PostgREST does it: logged in as `authenticator`, one transaction per
+//! request with `SET LOCAL ROLE` and `request.jwt.claims` set locally.
+
+use std::collections::HashMap;
+
+use tokio_postgres::error::SqlState;
+use tokio_postgres::Client;
+use uuid::Uuid;
+use voxanne_it::*;
+
+/// One of each write function, all aimed at `org`.
+fn write_calls(org: &Org) -> Vec<(&'static str, Msg)> {
+    let call = unique("call");
+    vec![
+        (
+            "upsert_agent",
+            Msg::new("upsert_agent")
+                .uuid("p_org_id", org.id)
+                .text("p_vapi_assistant_id", unique("asst")),
+        ),
+        ("create_inbound_call", org.ringing(&call)),
+        (
+            "record_transcript",
+            org.transcript(&call, "user", "hello", at(1)),
+        ),
+        ("complete_call", org.report(&call, &Report::for_call(&call))),
+        (
+            "complete_call (status-update)",
+            org.status_ended(&call, "hangup"),
+        ),
+        (
+            "purge_processed_events",
+            Msg::new("purge_processed_events").interval("p_older_than", "30 days"),
+        ),
+        ("grant_api_roles", Msg::new("grant_api_roles")),
+    ]
+}
+
+async fn begin_as(client: &Client, role: &str, claims: Option<&str>) {
+    client
+        .batch_execute(&format!("BEGIN; SET LOCAL ROLE {role}"))
+        .await
+        .unwrap_or_else(|e| panic!("SET ROLE {role}: {}", describe(&e)));
+    if let Some(claims) = claims {
+        client
+            .execute(
+                "SELECT pg_catalog.set_config('request.jwt.claims', $1, true)",
+                &[&claims],
+            )
+            .await
+            .expect("set_config");
+    }
+}
+
+async fn rollback(client: &Client) {
+    client.batch_execute("ROLLBACK").await.expect("ROLLBACK");
+}
+
+fn claims_for(org: Uuid) -> String {
+    serde_json::json!({"sub": Uuid::new_v4().to_string(), "role": "authenticated", "app_metadata": {"org_id": org.to_string()}}).to_string()
+}
+
+async fn assert_write_functions_denied(role: &str) {
+    let db = connect().await;
+    let org = Org::create(&db).await;
+    let api = connect_as("authenticator").await;
+    for (name, msg) in write_calls(&org) {
+        begin_as(&api, role, Some(&claims_for(org.id))).await;
+        let result = msg.call(&api).await;
+        rollback(&api).await;
+        match result {
+            Ok(v) => panic!("{role} called {name}: {v}"),
+            Err(e) => assert_eq!(
+                e.code(),
+                Some(&SqlState::INSUFFICIENT_PRIVILEGE),
+                "{role} calling {name}: {}",
+                describe(&e)
+            ),
+        }
+    }
+    // Nothing was written for the org by any of them.
+    for table in [
+        "calls",
+        "outbox",
+        "processed_webhook_events",
+        "call_transcripts",
+    ] {
+        assert_eq!(
+            count_org_rows(&db, table, &org).await,
+            0,
+            "{table} rows after {role}'s attempts"
+        );
+    }
+    assert_eq!(
+        count_org_rows(&db, "agents", &org).await,
+        1,
+        "agents after {role}'s attempts"
+    );
+}
+
+#[tokio::test]
+async fn anon_cannot_call_any_write_function() {
+    assert_write_functions_denied("anon").await;
+}
+
+#[tokio::test]
+async fn authenticated_cannot_call_any_write_function() {
+    assert_write_functions_denied("authenticated").await;
+}
+
+#[tokio::test]
+async fn anon_cannot_read_and_authenticated_cannot_write_tables() {
+    let api = connect_as("authenticator").await;
+    for table in [
+        "agents",
+        "calls",
+        "call_transcripts",
+        "outbox",
+        "processed_webhook_events",
+    ] {
+        begin_as(&api, "anon", None).await;
+        let e = api
+            .query(&format!("SELECT 1 FROM voxanne.{table} LIMIT 1"), &[])
+            .await
+            .expect_err(table);
+        rollback(&api).await;
+        assert_eq!(
+            e.code(),
+            Some(&SqlState::INSUFFICIENT_PRIVILEGE),
+            "anon reading {table}: {}",
+            describe(&e)
+        );
+    }
+    let org = Uuid::new_v4();
+    let claims = claims_for(org);
+    let attempts = [
+        (
+            "INSERT INTO voxanne.outbox (org_id, topic, payload) VALUES ($1, 'x', '{}')",
+            "insert outbox",
+        ),
+        (
+            "UPDATE voxanne.calls SET status = 'ended' WHERE org_id = $1",
+            "update calls",
+        ),
+        (
+            "DELETE FROM voxanne.call_transcripts WHERE org_id = $1",
+            "delete call_transcripts",
+        ),
+        (
+            "SELECT 1 FROM voxanne.processed_webhook_events WHERE org_id = $1",
+            "read the ledger",
+        ),
+    ];
+    for (sql, what) in attempts {
+        begin_as(&api, "authenticated", Some(&claims)).await;
+        let e = api.execute(sql, &[&org]).await.expect_err(what);
+        rollback(&api).await;
+        assert_eq!(
+            e.code(),
+            Some(&SqlState::INSUFFICIENT_PRIVILEGE),
+            "authenticated: {what}: {}",
+            describe(&e)
+        );
+    }
+}
+
+#[tokio::test]
+async fn service_role_can_call_every_write_function() {
+    let db = connect().await;
+    let api = connect_as("authenticator").await;
+    let org_id = Uuid::new_v4();
+    let assistant_id = unique("asst");
+    let call = unique("call");
+
+    begin_as(&api, "service_role", None).await;
+    let who: String = api
+        .query_one("SELECT current_user::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(who, "service_role");
+    let agent_id: Uuid = Msg::new("upsert_agent")
+        .uuid("p_org_id", org_id)
+        .text("p_vapi_assistant_id", assistant_id.clone())
+        .text("p_name", "via service_role")
+        .call_scalar::<Uuid>(&api)
+        .await
+        .unwrap_or_else(|e| panic!("upsert_agent: {}", describe(&e)));
+    let org = Org {
+        id: org_id,
+        assistant_id,
+        agent_id,
+    };
+    let r = Report::for_call(&call);
+    for (what, msg) in [
+        ("create_inbound_call", org.ringing(&call)),
+        (
+            "record_transcript",
+            org.transcript(&call, "user", "hello", at(1)),
+        ),
+        ("complete_call", org.report(&call, &r)),
+    ] {
+        let o = msg
+            .outcome(&api)
+            .await
+            .unwrap_or_else(|e| panic!("service_role {what}: {}", describe(&e)));
+        assert!(o.applied, "{what}: {:?}", o.raw);
+        assert_eq!(o.org_id, org.id);
+    }
+    let purged: i64 = Msg::new("purge_processed_events")
+        .call_scalar(&api)
+        .await
+        .unwrap_or_else(|e| panic!("purge_processed_events: {}", describe(&e)));
+    assert!(purged >= 0);
+    let own: Option<Uuid> = api
+        .query_one("SELECT voxanne.current_org_id()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(own, None, "no claims, no org");
+    api.batch_execute("COMMIT").await.expect("COMMIT");
+
+    // Re-granting is the owner's business only.
+    begin_as(&api, "service_role", None).await;
+    let e = api
+        .execute("SELECT voxanne.grant_api_roles()", &[])
+        .await
+        .expect_err("service_role ran grant_api_roles");
+    rollback(&api).await;
+    assert_eq!(
+        e.code(),
+        Some(&SqlState::INSUFFICIENT_PRIVILEGE),
+        "{}",
+        describe(&e)
+    );
+
+    let rows = call_rows(&db, &org, &call).await;
+    assert_eq!(
+        rows,
+        CallRows {
+            calls: 1,
+            outbox: 3,
+            ledger: 2,
+            transcripts: 1
+        }
+    );
+    let (status, summary): (String, String) = {
+        let row = db
+            .query_one(
+                "SELECT status, summary FROM voxanne.calls WHERE org_id = $1 AND vapi_call_id = $2",
+                &[&org.id, &call],
+            )
+            .await
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    assert_eq!((status.as_str(), summary), ("ended", r.summary));
+}
+
+/// org -> rows visible to the current role, for each table.
+async fn visible(api: &Client) -> HashMap<&'static str, HashMap<String, i64>> {
+    let mut out = HashMap::new();
+    for table in ["agents", "calls", "call_transcripts", "outbox"] {
+        let sql = format!("SELECT org_id::text, count(*) FROM voxanne.{table} GROUP BY 1");
+        out.insert(table, grouped(api, &sql, &[]).await);
+    }
+    out
+}
+
+#[tokio::test]
+async fn authenticated_sees_only_the_org_in_its_jwt_claims() {
+    let db = connect().await;
+    let a = Org::create(&db).await;
+    let b = Org::create(&db).await;
+    // A: two calls with a line each; B: one call with a line and a report.
+    for (org, calls) in [(&a, 2), (&b, 1)] {
+        for _ in 0..calls {
+            let call = unique("call");
+            assert!(org.ringing(&call).outcome(&db).await.unwrap().applied);
+            assert!(
+                org.transcript(&call, "user", "hi", at(1))
+                    .outcome(&db)
+                    .await
+                    .unwrap()
+                    .applied
+            );
+            if calls == 1 {
+                assert!(
+                    org.report(&call, &Report::for_call(&call))
+                        .outcome(&db)
+                        .await
+                        .unwrap()
+                        .applied
+                );
+            }
+        }
+    }
+    let expected = |org: &Org, agents: i64, calls: i64, outbox: i64| {
+        HashMap::from([
+            ("agents", HashMap::from([(org.id.to_string(), agents)])),
+            ("calls", HashMap::from([(org.id.to_string(), calls)])),
+            (
+                "call_transcripts",
+                HashMap::from([(org.id.to_string(), calls)]),
+            ),
+            ("outbox", HashMap::from([(org.id.to_string(), outbox)])),
+        ])
+    };
+
+    let api = connect_as("authenticator").await;
+    for (org, want) in [(&a, expected(&a, 1, 2, 4)), (&b, expected(&b, 1, 1, 3))] {
+        begin_as(&api, "authenticated", Some(&claims_for(org.id))).await;
+        let own: Option<Uuid> = api
+            .query_one("SELECT voxanne.current_org_id()", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(own, Some(org.id));
+        let seen = visible(&api).await;
+        rollback(&api).await;
+        assert_eq!(
+            seen, want,
+            "authenticated with the claims of org {}",
+            org.id
+        );
+    }
+
+    // No claims at all, or claims without an org: no tenant rows whatsoever.
+    for claims in [
+        None,
+        Some(r#"{"sub":"someone","role":"authenticated"}"#),
+        Some(r#"{"app_metadata":{}}"#),
+    ] {
+        begin_as(&api, "authenticated", claims).await;
+        let seen = visible(&api).await;
+        rollback(&api).await;
+        for (table, rows) in seen {
+            assert!(
+                rows.is_empty(),
+                "authenticated with claims {claims:?} sees {table} rows {rows:?}"
+            );
+        }
+    }
+
+    // user_metadata is user-editable and must not grant access.
+    let forged = serde_json::json!({"user_metadata": {"org_id": a.id.to_string()}}).to_string();
+    begin_as(&api, "authenticated", Some(&forged)).await;
+    let seen = visible(&api).await;
+    rollback(&api).await;
+    assert!(
+        seen.values().all(HashMap::is_empty),
+        "user_metadata.org_id granted {seen:?}"
+    );
+}
+
+#[tokio::test]
+async fn malformed_org_claim_is_an_error_not_an_empty_result() {
+    let api = connect_as("authenticator").await;
+    begin_as(
+        &api,
+        "authenticated",
+        Some(r#"{"app_metadata":{"org_id":"not-a-uuid"}}"#),
+    )
+    .await;
+    let e = api
+        .query("SELECT 1 FROM voxanne.calls LIMIT 1", &[])
+        .await
+        .expect_err("malformed org id claim");
+    rollback(&api).await;
+    assert_eq!(
+        e.code(),
+        Some(&SqlState::INVALID_AUTHORIZATION_SPECIFICATION),
+        "{}",
+        describe(&e)
+    );
+}
