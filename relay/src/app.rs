@@ -1,0 +1,447 @@
+//! The router: request id and tracing outermost, then the `observe` middleware (metrics, error
+//! logging, JSON bodies for errors produced by layers), the body limit and the request timeout.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+use tower::ServiceBuilder;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tower_http::LatencyUnit;
+use tracing::{field::Empty, Level, Span};
+
+use crate::config::Config;
+use crate::db::{self, Db};
+use crate::error::{RelayError, RETRY_MESSAGE};
+use crate::metrics;
+use crate::verify::Verifier;
+
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// Everything a handler needs; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub db: Db,
+    pub verifier: Arc<Verifier>,
+    pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+    pub webhook_path: Arc<str>,
+    pub expected_extension_version: Arc<str>,
+    pub body_limit: usize,
+    pub request_timeout: Duration,
+}
+
+impl AppState {
+    /// Builds the pool (no connection is opened until the first request) and the verifier.
+    pub fn from_config(config: &Config) -> Result<Self, deadpool_postgres::BuildError> {
+        Ok(Self {
+            db: Db::new(db::build_pool(config)?),
+            verifier: Arc::new(Verifier::new(&config.webhook_secrets, &config.hmac_secrets, config.hmac_tolerance)),
+            metrics: metrics::handle(),
+            webhook_path: config.webhook_path.as_str().into(),
+            expected_extension_version: config.expected_extension_version.as_str().into(),
+            body_limit: config.body_limit,
+            request_timeout: config.request_timeout,
+        })
+    }
+}
+
+pub fn app(state: AppState) -> Router {
+    let request_id = HeaderName::from_static(REQUEST_ID);
+    Router::new()
+        .route(&state.webhook_path, post(webhook))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(render_metrics))
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
+                .layer(
+                    TraceLayer::new_for_http()
+                        .make_span_with(make_span)
+                        .on_response(DefaultOnResponse::new().level(Level::INFO).latency_unit(LatencyUnit::Millis)),
+                )
+                .layer(PropagateRequestIdLayer::new(request_id))
+                .layer(middleware::from_fn_with_state(state.clone(), observe))
+                .layer(RequestBodyLimitLayer::new(state.body_limit))
+                .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, state.request_timeout))
+                // RequestBodyLimitLayer is the limit; axum's own 2 MB default would cap a larger
+                // configured one.
+                .layer(DefaultBodyLimit::disable()),
+        )
+        .with_state(state)
+}
+
+/// The request span; the webhook handler fills in the Vapi fields as it learns them.
+fn make_span(request: &Request<Body>) -> Span {
+    let request_id = request.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    tracing::info_span!(
+        "request",
+        method = %request.method(),
+        path = %request.uri().path(),
+        request_id,
+        message_type = Empty,
+        vapi_call_id = Empty,
+        org_id = Empty,
+        outcome = Empty,
+    )
+}
+
+/// What the webhook handler tells `observe` for metrics.
+#[derive(Clone, Copy)]
+struct WebhookLabels {
+    message_type: &'static str,
+    outcome: &'static str,
+}
+
+/// The parts of a Vapi message the relay looks at, for logs and metrics only; the database
+/// parses the body for real.
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(borrow)]
+    message: Option<Message<'a>>,
+}
+
+#[derive(Deserialize)]
+struct Message<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    call: Option<CallRef<'a>>,
+}
+
+#[derive(Deserialize)]
+struct CallRef<'a> {
+    #[serde(borrow)]
+    id: Option<Cow<'a, str>>,
+}
+
+const LOGGED_ID_MAX: usize = 128;
+
+fn clip(s: &str) -> &str {
+    if s.len() <= LOGGED_ID_MAX {
+        return s;
+    }
+    let mut end = LOGGED_ID_MAX;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+async fn webhook(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
+    let mut labels = WebhookLabels { message_type: metrics::message_type_label(None), outcome: "other" };
+    let result = handle_webhook(&state, &headers, body, &mut labels).await;
+    labels.outcome = match &result {
+        Ok(json) => metrics::outcome_label(json),
+        Err(err) => err.outcome(),
+    };
+    Span::current().record("outcome", labels.outcome);
+    let mut response = match result {
+        Ok(json) => Json(json).into_response(),
+        Err(err) => err.into_response(),
+    };
+    response.extensions_mut().insert(labels);
+    response
+}
+
+/// Authenticate, check the body is JSON, hand it to the database. Nothing touches the database
+/// before authentication has passed.
+async fn handle_webhook(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+    labels: &mut WebhookLabels,
+) -> Result<serde_json::Value, RelayError> {
+    let body = body.map_err(|rejection| match rejection.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => RelayError::PayloadTooLarge,
+        _ => RelayError::bad_request(rejection.body_text()),
+    })?;
+    state.verifier.verify(headers, &body)?;
+
+    let text = std::str::from_utf8(&body).map_err(|e| RelayError::bad_request(format!("body is not UTF-8: {e}")))?;
+    serde_json::from_str::<&serde_json::value::RawValue>(text)
+        .map_err(|e| RelayError::bad_request(format!("body is not valid JSON: {e}")))?;
+
+    let span = Span::current();
+    if let Ok(Envelope { message: Some(message) }) = serde_json::from_str::<Envelope>(text) {
+        labels.message_type = metrics::message_type_label(message.kind.as_deref());
+        if let Some(kind) = &message.kind {
+            span.record("message_type", clip(kind));
+        }
+        if let Some(id) = message.call.and_then(|c| c.id) {
+            span.record("vapi_call_id", clip(&id));
+        }
+    }
+
+    match state.db.handle_vapi_message(text).await {
+        Ok(result) => {
+            if let Some(org_id) = result.get("org_id").and_then(|v| v.as_str()) {
+                span.record("org_id", org_id);
+            }
+            Ok(result)
+        }
+        Err(db::DbError::Permanent { code, message }) => {
+            let id = state.db.record_rejected_event(text, &code, &message).await?;
+            tracing::info!(sqlstate = %code, message = %message, rejected_event_id = id, "rejected as bad input; body stored");
+            Err(RelayError::Rejected { code, message })
+        }
+        Err(err) => Err(err.into()),
+    }
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    let expected = &*state.expected_extension_version;
+    let checked = tokio::time::timeout(db::READY_CHECK_TIMEOUT, state.db.extension_version()).await;
+    let (status, body) = match checked {
+        Ok(Ok(Some(version))) if version == expected => {
+            (StatusCode::OK, json!({ "status": "ready", "extension_version": version }))
+        }
+        Ok(Ok(Some(version))) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({
+                "status": "not_ready",
+                "reason": "extension version mismatch",
+                "extension_version": version,
+                "expected_extension_version": expected,
+            }),
+        ),
+        Ok(Ok(None)) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({ "status": "not_ready", "reason": "extension voxanne_ext is not installed" }),
+        ),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "readiness check failed");
+            (StatusCode::SERVICE_UNAVAILABLE, json!({ "status": "not_ready", "reason": "database unavailable" }))
+        }
+        Err(_) => {
+            tracing::warn!("readiness check timed out");
+            (StatusCode::SERVICE_UNAVAILABLE, json!({ "status": "not_ready", "reason": "database check timed out" }))
+        }
+    };
+    (status, Json(body)).into_response()
+}
+
+async fn render_metrics(State(state): State<AppState>) -> impl IntoResponse {
+    metrics::record_pool(state.db.pool().status());
+    (
+        [(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"))],
+        state.metrics.render(),
+    )
+}
+
+/// Records webhook metrics, logs errors carried by responses, and gives errors produced by
+/// layers (413 from the body limit, 503 from the timeout, 404/405 from routing) a JSON body.
+async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let is_webhook = request.method() == Method::POST && request.uri().path() == &*state.webhook_path;
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let elapsed = started.elapsed();
+
+    if let Some(err) = response.extensions().get::<Arc<RelayError>>() {
+        log_error(err);
+    }
+    let own_json =
+        response.headers().get(header::CONTENT_TYPE).is_some_and(|ct| ct.as_bytes().starts_with(b"application/json"));
+    let status = response.status();
+    let response = if !own_json && (status.is_client_error() || status.is_server_error()) {
+        json_for_layer_error(response)
+    } else {
+        response
+    };
+
+    if is_webhook {
+        let message_type =
+            response.extensions().get::<WebhookLabels>().map_or(metrics::message_type_label(None), |l| l.message_type);
+        let outcome = match response.extensions().get::<WebhookLabels>() {
+            Some(labels) => labels.outcome,
+            // the handler never finished: a layer answered
+            None => match status {
+                StatusCode::PAYLOAD_TOO_LARGE => "too_large",
+                StatusCode::SERVICE_UNAVAILABLE => "timeout",
+                _ => "other",
+            },
+        };
+        metrics::record_webhook(message_type, outcome, elapsed);
+    }
+    response
+}
+
+fn log_error(err: &RelayError) {
+    match err {
+        RelayError::Internal { source, location } => {
+            tracing::error!(error = %source, error_debug = ?source, %location, "internal error");
+        }
+        RelayError::Unavailable { code, source } => {
+            tracing::warn!(code = %code, error = %source, "database unavailable; asking the sender to retry");
+        }
+        // logged by the handler, with the stored row's id
+        RelayError::Rejected { .. } => {}
+        other => tracing::info!(error = %other, "request refused"),
+    }
+}
+
+fn json_for_layer_error(response: Response) -> Response {
+    let status = response.status();
+    let (mut parts, _) = response.into_parts();
+    let body = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => json!({ "message": RelayError::PayloadTooLarge.to_string() }),
+        StatusCode::SERVICE_UNAVAILABLE => json!({ "code": "request_timeout", "message": RETRY_MESSAGE }),
+        _ => json!({ "message": status.canonical_reason().unwrap_or("error") }),
+    };
+    let bytes = serde_json::to_vec(&body).expect("a JSON value serializes");
+    parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, Body::from(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::verify::{sign, unix_now, SECRET_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER};
+    use clap::Parser;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    /// A state whose database is a closed port: every test here must answer before any
+    /// database work.
+    fn state(extra: &[&str]) -> AppState {
+        let mut argv = vec![
+            "voxanne-relay",
+            "--database-url",
+            "host=127.0.0.1 port=1 user=nobody dbname=nothing",
+            "--webhook-secrets",
+            "s3cret,n3w",
+            "--hmac-secrets",
+            "k3y",
+            "--body-limit",
+            "1024",
+            "--pool-timeout",
+            "1s",
+        ];
+        argv.extend_from_slice(extra);
+        AppState::from_config(&Config::try_parse_from(argv).unwrap()).unwrap()
+    }
+
+    async fn send(request: Request<Body>) -> (StatusCode, HeaderMap, serde_json::Value) {
+        let response = app(state(&[])).oneshot(request).await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        let body = if bytes.is_empty() { serde_json::Value::Null } else { serde_json::from_slice(&bytes).unwrap() };
+        (status, headers, body)
+    }
+
+    fn post(body: impl Into<Body>, headers: &[(&str, &str)]) -> Request<Body> {
+        let mut builder = Request::post("/vapi/webhook").header(header::CONTENT_TYPE, "application/json");
+        for (k, v) in headers {
+            builder = builder.header(*k, *v);
+        }
+        builder.body(body.into()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn healthz_answers_without_a_database() {
+        let (status, headers, body) = send(Request::get("/healthz").body(Body::empty()).unwrap()).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body["status"], "ok");
+        assert!(headers.contains_key(REQUEST_ID), "request id is propagated");
+    }
+
+    #[tokio::test]
+    async fn readyz_is_503_when_the_database_is_unreachable() {
+        let (status, _, body) = send(Request::get("/readyz").body(Body::empty()).unwrap()).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body["status"], "not_ready");
+    }
+
+    #[tokio::test]
+    async fn missing_or_wrong_credentials_are_401() {
+        let ts = unix_now().to_string();
+        let bad_sig = sign(b"wrong", &ts, b"{}");
+        let stale = (unix_now() - 3600).to_string();
+        let stale_sig = sign(b"k3y", &stale, b"{}");
+        for headers in [
+            vec![],
+            vec![(SECRET_HEADER, "nope")],
+            vec![(TIMESTAMP_HEADER, ts.as_str()), (SIGNATURE_HEADER, bad_sig.as_str())],
+            vec![(TIMESTAMP_HEADER, stale.as_str()), (SIGNATURE_HEADER, stale_sig.as_str())],
+        ] {
+            let (status, _, body) = send(post("{}", &headers)).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{headers:?}");
+            assert!(body["message"].is_string());
+        }
+    }
+
+    #[tokio::test]
+    async fn authentication_comes_before_json_validation() {
+        let (status, _, _) = send(post("not json", &[])).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+
+    #[tokio::test]
+    async fn malformed_json_is_400() {
+        for body in ["not json", "{\"message\":", "", "{} trailing"] {
+            let (status, _, json) = send(post(body, &[(SECRET_HEADER, "n3w")])).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{body:?}");
+            assert!(json["message"].as_str().unwrap().contains("JSON"), "{json}");
+        }
+        let (status, _, json) = send(post(vec![b'"', 0xff, b'"'], &[(SECRET_HEADER, "n3w")])).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(json["message"].as_str().unwrap().contains("UTF-8"));
+    }
+
+    #[tokio::test]
+    async fn oversized_bodies_are_413_with_a_json_body() {
+        let big = format!("{{\"pad\":\"{}\"}}", "x".repeat(2048));
+        // declared length: refused by the layer before the handler runs
+        let (status, _, json) = send(post(big.clone(), &[(SECRET_HEADER, "s3cret")])).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert!(json["message"].is_string());
+        // streamed without a length: refused while buffering
+        let stream = Body::from_stream(futures_stream(big));
+        let (status, _, json) = send(post(stream, &[(SECRET_HEADER, "s3cret")])).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert!(json["message"].is_string());
+    }
+
+    fn futures_stream(s: String) -> impl futures_util::Stream<Item = Result<String, std::io::Error>> {
+        futures_util::stream::iter(
+            s.into_bytes().chunks(100).map(|c| Ok(String::from_utf8(c.to_vec()).unwrap())).collect::<Vec<_>>(),
+        )
+    }
+
+    #[tokio::test]
+    async fn transient_database_failure_is_503_and_unknown_routes_are_json_404() {
+        // valid credentials and JSON, but the database is a closed port: connect fails twice
+        let (status, headers, json) =
+            send(post("{\"message\":{\"type\":\"status-update\"}}", &[(SECRET_HEADER, "s3cret")])).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(json["message"], RETRY_MESSAGE);
+        assert_eq!(json["code"], db::CANNOT_CONNECT);
+        assert_eq!(headers[header::RETRY_AFTER], "1");
+
+        let (status, _, json) = send(Request::get("/nope").body(Body::empty()).unwrap()).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(json["message"], "Not Found");
+    }
+}

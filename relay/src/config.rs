@@ -1,0 +1,245 @@
+//! Command-line flags, each with an environment variable fallback. `Debug` is safe to log: the
+//! secrets are `Secret`s and `tokio_postgres::Config` omits the password.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+use crate::verify::Secret;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Human,
+    /// One JSON object per line, span fields flattened in.
+    Json,
+}
+
+/// Receives Vapi webhooks and hands each raw body to `voxanne.handle_vapi_message` in PostgreSQL.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "voxanne-relay", version, about, max_term_width = 100)]
+pub struct Config {
+    /// PostgreSQL connection string (libpq `key=value` form or `postgres://` URL).
+    #[arg(long, env = "VOXANNE_DATABASE_URL", value_parser = parse_pg_config, hide_env_values = true)]
+    pub database_url: tokio_postgres::Config,
+
+    /// Address to listen on.
+    #[arg(long, env = "VOXANNE_LISTEN", default_value = "127.0.0.1:8787")]
+    pub listen: SocketAddr,
+
+    /// Path that receives the webhooks.
+    #[arg(long, env = "VOXANNE_WEBHOOK_PATH", default_value = "/vapi/webhook")]
+    pub webhook_path: String,
+
+    /// Shared secrets accepted in the `x-vapi-secret` header, comma-separated (list several to
+    /// rotate).
+    #[arg(
+        long = "webhook-secrets",
+        visible_alias = "webhook-secret",
+        env = "VOXANNE_WEBHOOK_SECRETS",
+        value_delimiter = ',',
+        hide_env_values = true,
+        value_name = "SECRET[,SECRET..]"
+    )]
+    pub webhook_secrets: Vec<Secret>,
+
+    /// HMAC-SHA256 keys for `x-signature` over "{x-timestamp}.{body}", comma-separated (list
+    /// several to rotate).
+    #[arg(
+        long = "hmac-secrets",
+        visible_alias = "hmac-secret",
+        env = "VOXANNE_HMAC_SECRET",
+        value_delimiter = ',',
+        hide_env_values = true,
+        value_name = "KEY[,KEY..]"
+    )]
+    pub hmac_secrets: Vec<Secret>,
+
+    /// How far `x-timestamp` may be from the relay's clock, either way.
+    #[arg(long, env = "VOXANNE_HMAC_TOLERANCE", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub hmac_tolerance: Duration,
+
+    /// Largest accepted request body, in bytes.
+    #[arg(long, env = "VOXANNE_BODY_LIMIT", default_value_t = 1024 * 1024)]
+    pub body_limit: usize,
+
+    /// Whole-request deadline; answered 503 when exceeded (Vapi waits 20 s).
+    #[arg(long, env = "VOXANNE_REQUEST_TIMEOUT", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub request_timeout: Duration,
+
+    /// `statement_timeout` of the relay's database sessions.
+    #[arg(long, env = "VOXANNE_STATEMENT_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub statement_timeout: Duration,
+
+    /// Maximum number of pooled database connections.
+    #[arg(long, env = "VOXANNE_POOL_SIZE", default_value_t = 8)]
+    pub pool_size: usize,
+
+    /// How long a request waits for a pooled connection (also bounds connecting and recycling).
+    #[arg(long, env = "VOXANNE_POOL_TIMEOUT", default_value = "3s", value_parser = humantime::parse_duration)]
+    pub pool_timeout: Duration,
+
+    /// TCP connect timeout, used when the connection string sets none.
+    #[arg(long, env = "VOXANNE_CONNECT_TIMEOUT", default_value = "3s", value_parser = humantime::parse_duration)]
+    pub connect_timeout: Duration,
+
+    /// `application_name` of the relay's database sessions (overrides the connection string).
+    #[arg(long, env = "VOXANNE_DB_APPLICATION_NAME", default_value = "voxanne-relay")]
+    pub db_application_name: String,
+
+    /// `voxanne_ext` version that /readyz requires.
+    #[arg(long, env = "VOXANNE_EXPECTED_EXTENSION_VERSION", default_value = "0.1.0")]
+    pub expected_extension_version: String,
+
+    /// Log output format; the level filter comes from RUST_LOG (default "info").
+    #[arg(long, env = "VOXANNE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("no webhook authentication configured: set --webhook-secrets (VOXANNE_WEBHOOK_SECRETS) and/or --hmac-secrets (VOXANNE_HMAC_SECRET)")]
+    NoAuth,
+    #[error("--webhook-path must start with '/': {0:?}")]
+    WebhookPath(String),
+    #[error("--webhook-path must not be one of the relay's own endpoints: {0:?}")]
+    ReservedPath(String),
+    #[error("--{0} must be greater than zero")]
+    Zero(&'static str),
+}
+
+impl Config {
+    /// Checks what clap cannot express: at least one auth mode, sane sizes and paths.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.webhook_secrets.is_empty() && self.hmac_secrets.is_empty() {
+            return Err(ConfigError::NoAuth);
+        }
+        if !self.webhook_path.starts_with('/') {
+            return Err(ConfigError::WebhookPath(self.webhook_path.clone()));
+        }
+        if ["/healthz", "/readyz", "/metrics"].contains(&self.webhook_path.as_str()) {
+            return Err(ConfigError::ReservedPath(self.webhook_path.clone()));
+        }
+        for (name, zero) in [
+            ("body-limit", self.body_limit == 0),
+            ("pool-size", self.pool_size == 0),
+            ("request-timeout", self.request_timeout.is_zero()),
+            ("statement-timeout", self.statement_timeout.as_millis() == 0),
+            ("pool-timeout", self.pool_timeout.is_zero()),
+        ] {
+            if zero {
+                return Err(ConfigError::Zero(name));
+            }
+        }
+        Ok(())
+    }
+
+    /// The connection settings the pool uses: the connection string plus the relay's
+    /// `application_name`, `statement_timeout` and (when unset) connect timeout.
+    pub fn pg_config(&self) -> tokio_postgres::Config {
+        let mut pg = self.database_url.clone();
+        pg.application_name(&self.db_application_name);
+        let timeout = format!("-c statement_timeout={}", self.statement_timeout.as_millis());
+        let options = match pg.get_options() {
+            Some(existing) if !existing.trim().is_empty() => format!("{existing} {timeout}"),
+            _ => timeout,
+        };
+        pg.options(&options);
+        if pg.get_connect_timeout().is_none() {
+            pg.connect_timeout(self.connect_timeout);
+        }
+        pg
+    }
+}
+
+fn parse_pg_config(s: &str) -> Result<tokio_postgres::Config, String> {
+    s.parse::<tokio_postgres::Config>().map_err(|e| format!("invalid connection string: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn parse(args: &[&str]) -> Result<Config, clap::Error> {
+        let mut argv = vec!["voxanne-relay", "--database-url", "host=127.0.0.1 port=1 user=x password=pw"];
+        argv.extend_from_slice(args);
+        Config::try_parse_from(argv)
+    }
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Config::command().debug_assert();
+    }
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let c = parse(&["--webhook-secrets", "a"]).unwrap();
+        assert_eq!(c.listen, "127.0.0.1:8787".parse().unwrap());
+        assert_eq!(c.webhook_path, "/vapi/webhook");
+        assert_eq!(c.body_limit, 1024 * 1024);
+        assert_eq!(c.statement_timeout, Duration::from_secs(5));
+        assert_eq!(c.hmac_tolerance, Duration::from_secs(300));
+        assert_eq!(c.expected_extension_version, "0.1.0");
+        assert_eq!(c.db_application_name, "voxanne-relay");
+        assert_eq!(c.validate(), Ok(()));
+    }
+
+    #[test]
+    fn secret_lists_are_comma_separated() {
+        let c = parse(&["--webhook-secrets", "old, new", "--hmac-secret", "k1,k2"]).unwrap();
+        assert_eq!(c.webhook_secrets, vec![Secret::new("old"), Secret::new("new")]);
+        assert_eq!(c.hmac_secrets.len(), 2);
+        assert!(parse(&["--webhook-secrets", "a,,b"]).is_err(), "empty secret refused");
+    }
+
+    #[test]
+    fn at_least_one_auth_mode_is_required() {
+        assert_eq!(parse(&[]).unwrap().validate(), Err(ConfigError::NoAuth));
+        assert_eq!(parse(&["--hmac-secrets", "k"]).unwrap().validate(), Ok(()));
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        let c = parse(&["--webhook-secrets", "a", "--webhook-path", "vapi"]).unwrap();
+        assert!(matches!(c.validate(), Err(ConfigError::WebhookPath(_))));
+        let c = parse(&["--webhook-secrets", "a", "--webhook-path", "/metrics"]).unwrap();
+        assert!(matches!(c.validate(), Err(ConfigError::ReservedPath(_))));
+        let c = parse(&["--webhook-secrets", "a", "--body-limit", "0"]).unwrap();
+        assert_eq!(c.validate(), Err(ConfigError::Zero("body-limit")));
+        assert!(parse(&["--webhook-secrets", "a", "--statement-timeout", "soon"]).is_err());
+    }
+
+    #[test]
+    fn debug_output_redacts_secrets_and_password() {
+        let c = parse(&["--webhook-secrets", "hunter2", "--hmac-secrets", "swordfish"]).unwrap();
+        let debug = format!("{c:?}");
+        for secret in ["hunter2", "swordfish", "pw"] {
+            assert!(!debug.contains(&format!("\"{secret}\"")), "{secret} leaked: {debug}");
+        }
+        assert!(!debug.contains("hunter2") && !debug.contains("swordfish"));
+    }
+
+    #[test]
+    fn help_hides_secret_environment_values() {
+        let help = Config::command().render_long_help().to_string();
+        assert!(help.contains("VOXANNE_WEBHOOK_SECRETS"));
+        assert!(help.contains("--statement-timeout"));
+    }
+
+    #[test]
+    fn session_settings_are_added_to_the_connection_string() {
+        let c = parse(&["--webhook-secrets", "a", "--statement-timeout", "2500ms"]).unwrap();
+        let pg = c.pg_config();
+        assert_eq!(pg.get_application_name(), Some("voxanne-relay"));
+        assert_eq!(pg.get_options(), Some("-c statement_timeout=2500"));
+        assert_eq!(pg.get_connect_timeout(), Some(&Duration::from_secs(3)));
+
+        let mut c = c;
+        c.database_url = "host=h options='-c search_path=x' connect_timeout=7".parse().unwrap();
+        let pg = c.pg_config();
+        assert_eq!(pg.get_options(), Some("-c search_path=x -c statement_timeout=2500"));
+        assert_eq!(pg.get_connect_timeout(), Some(&Duration::from_secs(7)));
+    }
+}

@@ -1,0 +1,46 @@
+//! voxanne-relay: receives Vapi webhooks over HTTP, authenticates them, and hands each raw body to
+//! `voxanne.handle_vapi_message` in PostgreSQL, where all the work happens in one transaction.
+//! The relay's own job is the HTTP edge: authentication, size and syntax checks, mapping database
+//! outcomes to status codes Vapi understands, one transparent retry of transient failures,
+//! metrics and logs.
+
+pub mod app;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod metrics;
+pub mod verify;
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+
+pub use app::{app, AppState};
+pub use config::Config;
+pub use error::RelayError;
+
+/// How often the metrics recorder's housekeeping runs.
+const METRICS_UPKEEP: Duration = Duration::from_secs(5);
+
+/// Serves `app(state)` on `listener` until `shutdown` completes, then stops accepting, lets the
+/// requests in flight finish, and closes the database pool.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let handle = state.metrics.clone();
+    let upkeep = tokio::spawn(async move {
+        let mut every = tokio::time::interval(METRICS_UPKEEP);
+        loop {
+            every.tick().await;
+            handle.run_upkeep();
+        }
+    });
+    let served = axum::serve(listener, app(state.clone())).with_graceful_shutdown(shutdown).await;
+    upkeep.abort();
+    state.db.close();
+    tracing::info!("stopped; database pool closed");
+    served
+}

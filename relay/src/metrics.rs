@@ -1,0 +1,141 @@
+//! Prometheus metrics, rendered at GET /metrics. The recorder is process-global (the `metrics`
+//! facade allows one), so it is installed once and every `AppState` shares its handle.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Webhook requests, labelled `message_type` and `outcome`.
+pub const REQUESTS: &str = "voxanne_relay_webhook_requests_total";
+/// Webhook latency in seconds, labelled `outcome`.
+pub const LATENCY: &str = "voxanne_relay_webhook_duration_seconds";
+/// Transient database failures retried, labelled `code`.
+pub const DB_RETRIES: &str = "voxanne_relay_db_retries_total";
+pub const POOL_MAX_SIZE: &str = "voxanne_relay_db_pool_max_size";
+pub const POOL_SIZE: &str = "voxanne_relay_db_pool_size";
+pub const POOL_IN_USE: &str = "voxanne_relay_db_pool_in_use";
+pub const POOL_AVAILABLE: &str = "voxanne_relay_db_pool_available";
+pub const POOL_WAITING: &str = "voxanne_relay_db_pool_waiting";
+
+const LATENCY_BUCKETS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0];
+
+/// Vapi server message types known to the relay; anything else is counted as "other" so a
+/// sender cannot grow the label set without bound.
+const MESSAGE_TYPES: &[&str] = &[
+    "assistant-request",
+    "conversation-update",
+    "end-of-call-report",
+    "function-call",
+    "hang",
+    "knowledge-base-request",
+    "language-change-detected",
+    "model-output",
+    "phone-call-control",
+    "speech-update",
+    "status-update",
+    "tool-calls",
+    "transcript",
+    "transfer-destination-request",
+    "transfer-update",
+    "user-interrupted",
+    "voice-input",
+    "voice-request",
+];
+
+const OUTCOMES: &[&str] = &["applied", "duplicate", "stale", "ignored"];
+
+/// The global recorder's handle, installed on first use.
+pub fn handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Full(LATENCY.to_string()), LATENCY_BUCKETS)
+                .expect("latency buckets are not empty")
+                .build_recorder();
+            let handle = recorder.handle();
+            if let Err(e) = metrics::set_global_recorder(recorder) {
+                tracing::warn!(error = %e, "a metrics recorder was already installed; /metrics will be empty");
+            }
+            describe();
+            handle
+        })
+        .clone()
+}
+
+fn describe() {
+    metrics::describe_counter!(REQUESTS, "Webhook requests by Vapi message type and outcome.");
+    metrics::describe_histogram!(LATENCY, metrics::Unit::Seconds, "Webhook request latency by outcome.");
+    metrics::describe_counter!(DB_RETRIES, "Transient database failures retried once, by code.");
+    metrics::describe_gauge!(POOL_MAX_SIZE, "Configured maximum of pooled database connections.");
+    metrics::describe_gauge!(POOL_SIZE, "Open pooled database connections.");
+    metrics::describe_gauge!(POOL_IN_USE, "Pooled database connections checked out.");
+    metrics::describe_gauge!(POOL_AVAILABLE, "Idle pooled database connections.");
+    metrics::describe_gauge!(POOL_WAITING, "Requests waiting for a pooled database connection.");
+}
+
+pub fn message_type_label(message_type: Option<&str>) -> &'static str {
+    match message_type {
+        None => "unknown",
+        Some(t) => MESSAGE_TYPES.iter().find(|known| **known == t).copied().unwrap_or("other"),
+    }
+}
+
+/// A success's outcome from the function's answer: `outcome` when present, "ignored" for
+/// types the extension does not handle.
+pub fn outcome_label(result: &serde_json::Value) -> &'static str {
+    if let Some(outcome) = result.get("outcome").and_then(|o| o.as_str()) {
+        return OUTCOMES.iter().find(|known| **known == outcome).copied().unwrap_or("other");
+    }
+    if result.get("ignored").is_some() {
+        return "ignored";
+    }
+    match result.get("applied").and_then(|a| a.as_bool()) {
+        Some(true) => "applied",
+        Some(false) => "not_applied",
+        None => "other",
+    }
+}
+
+pub fn record_webhook(message_type: &'static str, outcome: &'static str, elapsed: Duration) {
+    metrics::counter!(REQUESTS, "message_type" => message_type, "outcome" => outcome).increment(1);
+    metrics::histogram!(LATENCY, "outcome" => outcome).record(elapsed.as_secs_f64());
+}
+
+pub fn record_pool(status: deadpool_postgres::Status) {
+    metrics::gauge!(POOL_MAX_SIZE).set(status.max_size as f64);
+    metrics::gauge!(POOL_SIZE).set(status.size as f64);
+    metrics::gauge!(POOL_IN_USE).set(status.size.saturating_sub(status.available) as f64);
+    metrics::gauge!(POOL_AVAILABLE).set(status.available as f64);
+    metrics::gauge!(POOL_WAITING).set(status.waiting as f64);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn labels_are_bounded() {
+        assert_eq!(message_type_label(Some("status-update")), "status-update");
+        assert_eq!(message_type_label(Some("x".repeat(1000).as_str())), "other");
+        assert_eq!(message_type_label(None), "unknown");
+        assert_eq!(outcome_label(&json!({"applied": true, "outcome": "duplicate"})), "duplicate");
+        assert_eq!(outcome_label(&json!({"applied": false, "ignored": "speech-update"})), "ignored");
+        assert_eq!(outcome_label(&json!({"applied": true})), "applied");
+        assert_eq!(outcome_label(&json!({"outcome": "weird"})), "other");
+    }
+
+    #[test]
+    fn recorded_requests_are_rendered() {
+        let handle = handle();
+        record_webhook("transcript", "stale", Duration::from_millis(3));
+        let text = handle.render();
+        assert!(
+            text.contains(r#"voxanne_relay_webhook_requests_total{message_type="transcript",outcome="stale"}"#),
+            "{text}"
+        );
+        assert!(text.contains("voxanne_relay_webhook_duration_seconds_bucket"), "{text}");
+    }
+}
