@@ -35,10 +35,13 @@ ensure_toolchain() {
     fi
 }
 
-# Build the extension (release) and install it into the system PostgreSQL 15.
+# Build the extension (release) and install it into the system PostgreSQL 15, with the frozen
+# install scripts of earlier versions, so an old version can be created and upgraded
+# (cargo pgrx install itself copies the current version's script and the upgrade scripts).
 install_extension() {
     say "building and installing voxanne_ext"
     (cd "$ROOT" && cargo pgrx install --release --pg-config "$PG_CONFIG" >/dev/null)
+    install -m 644 "$ROOT"/sql/voxanne_ext--0.1.0.sql "$("$PG_CONFIG" --sharedir)/extension/"
 }
 
 # The local cluster, owned by postgres (PostgreSQL refuses to run as root), trust auth on
@@ -55,7 +58,7 @@ start_cluster() {
 listen_addresses = '127.0.0.1'
 unix_socket_directories = '$SOCKET_DIR'
 shared_preload_libraries = 'pg_cron'
-cron.database_name = 'voxanne'
+cron.database_name = 'postgres'   # always exists, so pg_cron never loses its database
 max_connections = 200
 CONF
     fi

@@ -111,9 +111,23 @@ CREATE TABLE voxanne.outbox (
     topic      text        NOT NULL,
     payload    jsonb       NOT NULL,
     created_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    -- The producing transaction (0.2.0): ids are allocated before commit, so a reader that
+    -- follows ids alone skips a row whose transaction commits late; (xid, id) read only below
+    -- the oldest running transaction does not (voxanne.outbox_read).
+    xid        xid8        NOT NULL DEFAULT pg_catalog.pg_current_xact_id(),
     PRIMARY KEY (org_id, id)
 );
 CREATE INDEX outbox_created_brin ON voxanne.outbox USING brin (created_at);
+CREATE INDEX outbox_commit_order_idx ON voxanne.outbox (xid, id);
+
+-- Where each outbox consumer has read up to (0.2.0). Not a tenant table: a consumer reads
+-- every org's events (the service side of Realtime, a queue worker).
+CREATE TABLE voxanne.outbox_consumers (
+    consumer   text        PRIMARY KEY,
+    last_xid   xid8        NOT NULL DEFAULT '0',
+    last_id    bigint      NOT NULL DEFAULT 0,
+    updated_at timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
 
 -- Webhooks that handle_vapi_message rejected, kept raw (text: any UTF-8 a sender posted, even
 -- JSON that jsonb refuses), so nothing is lost and an operator can replay them once fixed.
@@ -140,6 +154,7 @@ SELECT pg_catalog.pg_extension_config_dump('voxanne.call_transcripts', '');
 SELECT pg_catalog.pg_extension_config_dump('voxanne.processed_webhook_events', '');
 SELECT pg_catalog.pg_extension_config_dump('voxanne.outbox', '');
 SELECT pg_catalog.pg_extension_config_dump('voxanne.rejected_events', '');
+SELECT pg_catalog.pg_extension_config_dump('voxanne.outbox_consumers', '');
 SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('voxanne.calls', 'id')::pg_catalog.regclass, '');
 SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('voxanne.outbox', 'id')::pg_catalog.regclass, '');
 SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('voxanne.rejected_events', 'id')::pg_catalog.regclass, '');

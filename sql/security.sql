@@ -18,6 +18,9 @@ BEGIN
 END
 $$;
 
+-- Consumer cursors are service-side state: RLS on, no policy, so no API user sees them.
+ALTER TABLE voxanne.outbox_consumers ENABLE ROW LEVEL SECURITY;
+
 -- Nothing is callable by default; grant_api_roles() hands out exactly what each role needs.
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA voxanne FROM PUBLIC;
 REVOKE ALL ON ALL TABLES IN SCHEMA voxanne FROM PUBLIC;
@@ -43,6 +46,9 @@ BEGIN
             voxanne.purge_processed_events(interval),
             voxanne.handle_vapi_message(jsonb),
             voxanne.record_rejected_event(text, text, text),
+            voxanne.outbox_read(text, integer),
+            voxanne.outbox_ack(text, xid8, bigint),
+            voxanne.purge_outbox(interval),
             voxanne.current_org_id()
         TO service_role;
     END IF;

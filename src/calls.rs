@@ -330,10 +330,10 @@ mod tests {
     fn unknown_or_inactive_assistant_is_rejected_and_writes_nothing() {
         let org = org_with_agent("asst_gone");
         let err = error_of("SELECT voxanne.create_inbound_call('call-1', 'asst_nobody')");
-        assert_eq!(err, "P0002 no active agent for p_assistant_id 'asst_nobody'");
+        assert_eq!(err, "42704 no active agent for p_assistant_id 'asst_nobody'");
         Spi::run("SELECT voxanne.upsert_agent(org_id, 'asst_gone', p_active => false) FROM voxanne.agents WHERE vapi_assistant_id = 'asst_gone'").unwrap();
         let err = error_of("SELECT voxanne.complete_call('call-1', 'asst_gone')");
-        assert!(err.starts_with("P0002"), "{err}");
+        assert!(err.starts_with("42704"), "{err}");
         assert_eq!(rows_of_org(&org), 0);
     }
 

@@ -92,7 +92,7 @@ impl VoxError {
         self
     }
 
-    /// The SQLSTATE a client sees. Class 22 and P0002 are permanent (the relay answers 422 and
+    /// The SQLSTATE a client sees. Class 22 and 42704 are permanent (the relay answers 422 and
     /// the sender must not retry); only XX000 is ours to fix.
     pub fn sqlstate(&self) -> PgSqlErrorCode {
         use PgSqlErrorCode::*;
@@ -102,7 +102,9 @@ impl VoxError {
             Self::TooLong { .. } => ERRCODE_STRING_DATA_RIGHT_TRUNCATION,
             Self::OutOfRange { .. } => ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE,
             Self::BadTimestamp { .. } => ERRCODE_INVALID_DATETIME_FORMAT,
-            Self::UnknownAgent { .. } => ERRCODE_NO_DATA_FOUND,
+            // 42704, not P0002: PostgREST answers P0* with 500 but 42704 with 400, and an
+            // unregistered assistant is the caller's problem, not a server fault.
+            Self::UnknownAgent { .. } => ERRCODE_UNDEFINED_OBJECT,
             Self::BadClaims { .. } => ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION,
             Self::Contended { .. } => ERRCODE_T_R_SERIALIZATION_FAILURE,
             Self::Spi(_) => ERRCODE_INTERNAL_ERROR,

@@ -21,6 +21,7 @@ mod webhook;
 mod testing;
 
 extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);
+extension_sql_file!("../sql/outbox.sql", name = "outbox");
 extension_sql_file!("../sql/security.sql", name = "security", finalize);
 
 /// Required by `cargo pgrx test`.

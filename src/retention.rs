@@ -1,5 +1,6 @@
-//! `purge_processed_events`: the idempotency ledger is kept only as long as senders retry
-//! (seed #13), and deleted in bounded batches so no single statement holds millions of locks.
+//! Retention: the idempotency ledger is kept only as long as senders retry (seed #13), the
+//! outbox as long as its readers need it. Both are deleted in bounded batches so no single
+//! statement holds millions of row locks.
 
 use pgrx::datum::Interval;
 use pgrx::pg_sys::panic::ErrorReport;
@@ -11,7 +12,8 @@ use crate::plans::{Statement, INT8, INTERVAL};
 
 const BATCH: i64 = 10_000;
 
-/// Vapi retries for minutes, not hours; purging younger rows would let a late retry apply twice.
+/// Vapi retries for minutes, not hours; purging younger ledger rows would let a late retry
+/// apply twice, and younger outbox rows may not have reached Realtime yet.
 const MIN_RETENTION_MICROS: i128 = 3_600 * 1_000_000;
 
 static PURGE_BATCH: Statement = Statement {
@@ -23,14 +25,26 @@ static PURGE_BATCH: Statement = Statement {
     arg_types: &[INTERVAL, INT8],
 };
 
-pub fn purge(older_than: Interval) -> Result<i64, VoxError> {
+/// Outbox rows older than $1 that every registered consumer has acknowledged.
+static PURGE_OUTBOX_BATCH: Statement = Statement {
+    sql: "DELETE FROM voxanne.outbox
+          WHERE ctid = ANY (ARRAY(
+              SELECT o.ctid FROM voxanne.outbox AS o
+              WHERE o.created_at < pg_catalog.now() - $1
+                AND (o.xid, o.id) <= ALL (SELECT c.last_xid, c.last_id FROM voxanne.outbox_consumers AS c)
+              LIMIT $2))",
+    arg_types: &[INTERVAL, INT8],
+};
+
+fn purge(batch: &'static Statement, older_than: Option<Interval>) -> Result<i64, VoxError> {
+    let older_than = defaulted("p_older_than", older_than)?;
     if older_than.as_micros() < MIN_RETENTION_MICROS {
         return Err(VoxError::invalid("p_older_than", older_than.to_string(), "must be at least 1 hour"));
     }
     Spi::connect_mut(|client| {
         let mut total = 0i64;
         loop {
-            let deleted = PURGE_BATCH.run(client, &[older_than.into(), BATCH.into()])?.len() as i64;
+            let deleted = batch.run(client, &[older_than.into(), BATCH.into()])?.len() as i64;
             total += deleted;
             if deleted < BATCH {
                 return Ok(total);
@@ -43,7 +57,14 @@ pub fn purge(older_than: Interval) -> Result<i64, VoxError> {
 #[pg_extern(volatile, security_definer)]
 #[search_path(pg_catalog, pg_temp)]
 fn purge_processed_events(p_older_than: default!(Option<Interval>, "'30 days'")) -> Result<i64, ErrorReport> {
-    Ok(purge(defaulted("p_older_than", p_older_than)?)?)
+    Ok(purge(&PURGE_BATCH, p_older_than)?)
+}
+
+/// Delete outbox rows older than `p_older_than` that no registered consumer still needs.
+#[pg_extern(volatile, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
+fn purge_outbox(p_older_than: default!(Option<Interval>, "'7 days'")) -> Result<i64, ErrorReport> {
+    Ok(purge(&PURGE_OUTBOX_BATCH, p_older_than)?)
 }
 
 #[cfg(any(test, feature = "pg_test"))]

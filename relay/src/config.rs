@@ -89,7 +89,7 @@ pub struct Config {
     pub db_application_name: String,
 
     /// `voxanne_ext` version that /readyz requires.
-    #[arg(long, env = "VOXANNE_EXPECTED_EXTENSION_VERSION", default_value = "0.1.0")]
+    #[arg(long, env = "VOXANNE_EXPECTED_EXTENSION_VERSION", default_value = env!("CARGO_PKG_VERSION"))]
     pub expected_extension_version: String,
 
     /// Log output format; the level filter comes from RUST_LOG (default "info").
@@ -181,7 +181,7 @@ mod tests {
         assert_eq!(c.body_limit, 1024 * 1024);
         assert_eq!(c.statement_timeout, Duration::from_secs(5));
         assert_eq!(c.hmac_tolerance, Duration::from_secs(300));
-        assert_eq!(c.expected_extension_version, "0.1.0");
+        assert_eq!(c.expected_extension_version, env!("CARGO_PKG_VERSION"));
         assert_eq!(c.db_application_name, "voxanne-relay");
         assert_eq!(c.validate(), Ok(()));
     }

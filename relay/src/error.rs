@@ -5,7 +5,7 @@
 //! | `Unauthorized`                 | 401    | `{"message": why}`                     |
 //! | `PayloadTooLarge`              | 413    | `{"message": ..}`                      |
 //! | `BadRequest`                   | 400    | `{"message": why}`                     |
-//! | `Rejected` (class 22, P0002..) | 422    | `{"code": sqlstate, "message": db}`    |
+//! | `Rejected` (class 22, 42704..) | 422    | `{"code": sqlstate, "message": db}`    |
 //! | `Unavailable` (transient)      | 503    | `{"code": .., "message": "temporarily unavailable, retry"}` |
 //! | `Internal`                     | 500    | `{"message": "internal error"}`        |
 //!
@@ -143,10 +143,10 @@ mod tests {
 
     #[tokio::test]
     async fn permanent_database_errors_are_422_with_code_and_message() {
-        let err: RelayError = DbError::Permanent { code: "P0002".into(), message: "no active agent".into() }.into();
+        let err: RelayError = DbError::Permanent { code: "42704".into(), message: "no active agent".into() }.into();
         let (status, body) = answer(err).await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-        assert_eq!(body, json!({ "code": "P0002", "message": "no active agent" }));
+        assert_eq!(body, json!({ "code": "42704", "message": "no active agent" }));
     }
 
     #[tokio::test]

@@ -13,13 +13,13 @@ async fn readyz_reports_the_extension_version() {
     let (status, json) = answer(relay.get("/readyz").await).await;
     assert_eq!(status, StatusCode::OK, "{json}");
     assert_eq!(json["status"], "ready");
-    assert_eq!(json["extension_version"], "0.1.0");
+    assert_eq!(json["extension_version"], env!("CARGO_PKG_VERSION"));
 
     let relay = Relay::start(&["--expected-extension-version", "9.9.9"]).await;
     let (status, json) = answer(relay.get("/readyz").await).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{json}");
     assert_eq!(json["reason"], "extension version mismatch");
-    assert_eq!(json["extension_version"], "0.1.0");
+    assert_eq!(json["extension_version"], env!("CARGO_PKG_VERSION"));
 }
 
 #[tokio::test]

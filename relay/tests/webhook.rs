@@ -187,12 +187,12 @@ async fn unknown_assistant_is_422_and_stored_once() {
 
     let (status, json) = relay.deliver(&body).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{json}");
-    assert_eq!(json["code"], "P0002");
+    assert_eq!(json["code"], "42704");
     assert!(json["message"].as_str().unwrap().contains(&assistant), "{json}");
     assert_eq!(rejected(&db, &body).await, 1, "exactly one rejected_events row with this body");
     let stored =
         db.query_one("SELECT sqlstate, message FROM voxanne.rejected_events WHERE body = $1", &[&body]).await.unwrap();
-    assert_eq!(stored.get::<_, String>(0), "P0002");
+    assert_eq!(stored.get::<_, String>(0), "42704");
     assert_eq!(stored.get::<_, Option<String>>(1).as_deref(), json["message"].as_str());
     assert_eq!(calls(&db, &call).await, 0);
 }

@@ -19,6 +19,15 @@ use uuid::Uuid;
 
 pub use tokio_postgres;
 
+// The reliability and security suite (storms, races, crashes, fuzz, attacks, catalog, report).
+pub mod cluster;
+pub mod figures;
+pub mod relay;
+pub mod vapi;
+
+/// PostgREST emulation: the database work of one Supabase API request, and its HTTP status.
+pub mod postgrest;
+
 /// The notification channel the extension publishes on.
 pub const OUTBOX_CHANNEL: &str = "voxanne_outbox";
 
@@ -696,4 +705,35 @@ impl Listener {
         let marker = Self::send_marker(client).await;
         self.org_notifications_until(org, &marker).await
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Private databases, for tests whose state is global to a database (consumer cursors,
+// publications, extension versions)
+
+/// A connection to `dbname` on the configured server, as the configured user.
+pub async fn connect_db(dbname: &str) -> Client {
+    let mut config = config();
+    config.dbname(dbname);
+    connect_with(config).await
+}
+
+/// A new database (random name) with `voxanne_ext` created by `create_extension_sql`, e.g.
+/// `CREATE EXTENSION voxanne_ext VERSION '0.1.0'`; `before` runs first (a publication, say).
+pub async fn private_db(before: &str, create_extension_sql: &str) -> (String, Client) {
+    let name = format!("vox_it_{}", Uuid::new_v4().simple());
+    connect().await.batch_execute(&format!("CREATE DATABASE {name}")).await.expect("create database");
+    let client = connect_db(&name).await;
+    client.batch_execute(before).await.expect("setup before the extension");
+    client.batch_execute(create_extension_sql).await.expect("create extension");
+    (name, client)
+}
+
+/// Drop a database made by `private_db`.
+pub async fn drop_db(name: &str) {
+    connect()
+        .await
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .await
+        .expect("drop database");
 }

@@ -1,0 +1,78 @@
+-- The SQL surface as a Supabase user meets it: schema, tables and keys, functions and their
+-- signatures, privileges, RLS policies. Run by bin/test with pg_prove.
+BEGIN;
+SELECT plan(65);
+
+SELECT has_schema('voxanne');
+SELECT has_extension('voxanne_ext');
+
+-- tables, keys (org_id first), NOT NULL org_id
+SELECT tables_are('voxanne', ARRAY['agents', 'leads', 'calls', 'call_transcripts',
+    'processed_webhook_events', 'outbox', 'outbox_consumers', 'rejected_events']);
+SELECT col_is_pk('voxanne', 'agents', ARRAY['org_id', 'id'], 'agents pk');
+SELECT col_is_pk('voxanne', 'leads', ARRAY['org_id', 'id'], 'leads pk');
+SELECT col_is_pk('voxanne', 'calls', ARRAY['org_id', 'id'], 'calls pk');
+SELECT col_is_pk('voxanne', 'call_transcripts', ARRAY['org_id', 'content_hash'], 'transcripts keyed by content hash');
+SELECT col_is_pk('voxanne', 'processed_webhook_events', ARRAY['org_id', 'event_id'], 'ledger pk (seed #12)');
+SELECT col_is_pk('voxanne', 'outbox', ARRAY['org_id', 'id'], 'outbox pk');
+SELECT col_is_unique('voxanne', 'calls', ARRAY['org_id', 'vapi_call_id'], 'one row per call per org');
+SELECT col_is_unique('voxanne', 'leads', ARRAY['org_id', 'phone'], 'one lead per phone per org');
+SELECT col_not_null('voxanne', t, 'org_id', t || '.org_id NOT NULL (seed #11)')
+FROM unnest(ARRAY['agents', 'leads', 'calls', 'call_transcripts', 'processed_webhook_events', 'outbox']) AS t;
+SELECT col_is_null('voxanne', 'rejected_events', 'org_id', 'rejected_events.org_id may be NULL: no tenant resolved');
+SELECT fk_ok('voxanne', 'calls', ARRAY['org_id', 'agent_id'], 'voxanne', 'agents', ARRAY['org_id', 'id']);
+SELECT fk_ok('voxanne', 'call_transcripts', ARRAY['org_id', 'call_id'], 'voxanne', 'calls', ARRAY['org_id', 'id']);
+
+-- functions and signatures
+SELECT has_function('voxanne', 'upsert_agent', ARRAY['uuid', 'text', 'text', 'boolean', 'text']);
+SELECT has_function('voxanne', 'create_inbound_call', ARRAY['text', 'text', 'text', 'text', 'text', 'text', 'timestamp with time zone']);
+SELECT has_function('voxanne', 'complete_call', ARRAY['text', 'text', 'text', 'timestamp with time zone',
+    'timestamp with time zone', 'numeric', 'numeric', 'text', 'text', 'text', 'text']);
+SELECT has_function('voxanne', 'record_transcript', ARRAY['text', 'text', 'text', 'text', 'timestamp with time zone', 'text']);
+SELECT has_function('voxanne', 'handle_vapi_message', ARRAY['jsonb']);
+SELECT has_function('voxanne', 'record_rejected_event', ARRAY['text', 'text', 'text']);
+SELECT has_function('voxanne', 'purge_processed_events', ARRAY['interval']);
+SELECT has_function('voxanne', 'purge_outbox', ARRAY['interval']);
+SELECT has_function('voxanne', 'outbox_read', ARRAY['text', 'integer']);
+SELECT has_function('voxanne', 'outbox_ack', ARRAY['text', 'xid8', 'bigint']);
+SELECT has_function('voxanne', 'current_org_id', ARRAY[]::text[]);
+SELECT is(pg_get_function_result('voxanne.create_inbound_call'::regproc), 'jsonb', 'call functions return jsonb');
+SELECT is(pg_get_function_result('voxanne.upsert_agent'::regproc), 'uuid', 'upsert_agent returns the agent id');
+SELECT is(pg_get_function_result('voxanne.purge_processed_events'::regproc), 'bigint', 'purges return a count');
+SELECT is_definer('voxanne', f, f || ' is SECURITY DEFINER')
+FROM unnest(ARRAY['upsert_agent', 'create_inbound_call', 'complete_call', 'record_transcript',
+    'handle_vapi_message', 'record_rejected_event', 'purge_processed_events', 'purge_outbox',
+    'outbox_read', 'outbox_ack']) AS f;
+SELECT is(
+    (SELECT count(*)::int FROM pg_proc WHERE pronamespace = 'voxanne'::regnamespace AND prosecdef
+       AND NOT coalesce(proconfig, '{}') @> '{"search_path=pg_catalog, pg_temp"}'),
+    0, 'every SECURITY DEFINER function pins search_path');
+
+-- privileges: service_role may write, authenticated may only read, anon nothing
+SELECT function_privs_are('voxanne', 'create_inbound_call',
+    ARRAY['text', 'text', 'text', 'text', 'text', 'text', 'timestamp with time zone'], 'service_role', ARRAY['EXECUTE']);
+SELECT function_privs_are('voxanne', 'create_inbound_call',
+    ARRAY['text', 'text', 'text', 'text', 'text', 'text', 'timestamp with time zone'], 'authenticated', ARRAY[]::text[]);
+SELECT function_privs_are('voxanne', 'create_inbound_call',
+    ARRAY['text', 'text', 'text', 'text', 'text', 'text', 'timestamp with time zone'], 'anon', ARRAY[]::text[]);
+SELECT function_privs_are('voxanne', 'handle_vapi_message', ARRAY['jsonb'], 'service_role', ARRAY['EXECUTE']);
+SELECT function_privs_are('voxanne', 'handle_vapi_message', ARRAY['jsonb'], 'anon', ARRAY[]::text[]);
+SELECT function_privs_are('voxanne', 'current_org_id', ARRAY[]::text[], 'authenticated', ARRAY['EXECUTE']);
+SELECT table_privs_are('voxanne', 'calls', 'authenticated', ARRAY['SELECT']);
+SELECT table_privs_are('voxanne', 'calls', 'anon', ARRAY[]::text[]);
+SELECT table_privs_are('voxanne', 'outbox', 'authenticated', ARRAY['SELECT']);
+SELECT table_privs_are('voxanne', 'processed_webhook_events', 'authenticated', ARRAY[]::text[]);
+SELECT table_privs_are('voxanne', 'leads', 'service_role', ARRAY['SELECT', 'INSERT', 'UPDATE', 'DELETE']);
+
+-- RLS on every table, one own-org read policy on each tenant table
+SELECT is(
+    (SELECT array_agg(relname::text ORDER BY relname) FROM pg_class
+     WHERE relnamespace = 'voxanne'::regnamespace AND relkind = 'r' AND NOT relrowsecurity),
+    NULL, 'RLS is enabled on every table');
+SELECT policies_are('voxanne', t, ARRAY[t || '_own_org_read'])
+FROM unnest(ARRAY['agents', 'leads', 'calls', 'call_transcripts', 'processed_webhook_events', 'outbox', 'rejected_events']) AS t;
+SELECT is((SELECT string_agg(DISTINCT cmd, ',') FROM pg_policies WHERE schemaname = 'voxanne'), 'SELECT',
+    'policies only ever allow reading');
+
+SELECT * FROM finish();
+ROLLBACK;
