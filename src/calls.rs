@@ -94,7 +94,7 @@ fn read_outcome(
         (true, None) => Effect::Stale,
     };
     if effect == Effect::Duplicate {
-        if let Some(row) = CALL_ID.run(client, &[org_id.into(), call.vapi_call_id.into()])?.into_iter().next() {
+        if let Some(row) = CALL_ID.run(client, &[org_id.into(), call.vapi_call_id.into()])?.next() {
             (call_id, status) = (row.get(1)?, row.get(2)?);
         }
     }
