@@ -85,6 +85,18 @@ BEGIN
 END
 $$;
 
+-- Forget a consumer that is gone for good: until then purge_outbox keeps everything it has
+-- not acknowledged. Returns whether it existed.
+CREATE FUNCTION voxanne.outbox_drop_consumer(p_consumer text) RETURNS boolean
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    DELETE FROM voxanne.outbox_consumers AS c WHERE c.consumer = voxanne._consumer_name(p_consumer);
+    RETURN FOUND;
+END
+$$;
+
 -- Supabase Realtime: stream the outbox when the publication exists (Supabase creates it);
 -- otherwise: ALTER PUBLICATION supabase_realtime ADD TABLE voxanne.outbox;
 DO $$

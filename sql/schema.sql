@@ -68,8 +68,9 @@ CREATE TABLE voxanne.calls (
     PRIMARY KEY (org_id, id),
     CONSTRAINT calls_org_vapi_call_key UNIQUE (org_id, vapi_call_id),
     CONSTRAINT calls_agent_fkey FOREIGN KEY (org_id, agent_id) REFERENCES voxanne.agents (org_id, id),
-    CONSTRAINT calls_lead_fkey FOREIGN KEY (org_id, lead_id)
-        REFERENCES voxanne.leads (org_id, id) ON DELETE SET NULL (lead_id)
+    -- NO ACTION, not SET NULL: Citus refuses SET NULL on a key that includes org_id. A lead
+    -- with calls is deleted by first clearing calls.lead_id (docs/OPERATIONS.md).
+    CONSTRAINT calls_lead_fkey FOREIGN KEY (org_id, lead_id) REFERENCES voxanne.leads (org_id, id)
 ) WITH (fillfactor = 80);
 
 -- A transcript line is identified by its content hash (sha256 over call id, role, type,

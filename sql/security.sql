@@ -48,6 +48,7 @@ BEGIN
             voxanne.record_rejected_event(text, text, text),
             voxanne.outbox_read(text, integer),
             voxanne.outbox_ack(text, xid8, bigint),
+            voxanne.outbox_drop_consumer(text),
             voxanne.purge_outbox(interval),
             voxanne.current_org_id()
         TO service_role;

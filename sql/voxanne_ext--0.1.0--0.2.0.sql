@@ -10,6 +10,10 @@
 ALTER TABLE voxanne.outbox ADD COLUMN xid xid8 NOT NULL DEFAULT pg_catalog.pg_current_xact_id();
 CREATE INDEX outbox_commit_order_idx ON voxanne.outbox (xid, id);
 
+-- Citus refuses ON DELETE SET NULL on a foreign key that includes the distribution column.
+ALTER TABLE voxanne.calls DROP CONSTRAINT calls_lead_fkey,
+    ADD CONSTRAINT calls_lead_fkey FOREIGN KEY (org_id, lead_id) REFERENCES voxanne.leads (org_id, id);
+
 CREATE TABLE voxanne.outbox_consumers (
     consumer   text        PRIMARY KEY,
     last_xid   xid8        NOT NULL DEFAULT '0',
@@ -102,6 +106,18 @@ BEGIN
 END
 $$;
 
+-- Forget a consumer that is gone for good: until then purge_outbox keeps everything it has
+-- not acknowledged. Returns whether it existed.
+CREATE FUNCTION voxanne.outbox_drop_consumer(p_consumer text) RETURNS boolean
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    DELETE FROM voxanne.outbox_consumers AS c WHERE c.consumer = voxanne._consumer_name(p_consumer);
+    RETURN FOUND;
+END
+$$;
+
 -- Supabase Realtime: stream the outbox when the publication exists (Supabase creates it);
 -- otherwise: ALTER PUBLICATION supabase_realtime ADD TABLE voxanne.outbox;
 DO $$
@@ -119,7 +135,8 @@ LANGUAGE c
 AS 'MODULE_PATHNAME', 'purge_outbox_wrapper';
 
 REVOKE ALL ON FUNCTION voxanne._consumer_name(text), voxanne.outbox_read(text, integer),
-    voxanne.outbox_ack(text, xid8, bigint), voxanne.purge_outbox(interval) FROM PUBLIC;
+    voxanne.outbox_ack(text, xid8, bigint), voxanne.outbox_drop_consumer(text),
+    voxanne.purge_outbox(interval) FROM PUBLIC;
 
 CREATE OR REPLACE FUNCTION voxanne.grant_api_roles() RETURNS void
 LANGUAGE plpgsql
@@ -141,6 +158,7 @@ BEGIN
             voxanne.record_rejected_event(text, text, text),
             voxanne.outbox_read(text, integer),
             voxanne.outbox_ack(text, xid8, bigint),
+            voxanne.outbox_drop_consumer(text),
             voxanne.purge_outbox(interval),
             voxanne.current_org_id()
         TO service_role;

@@ -68,6 +68,11 @@ impl VoxError {
         Self::OutOfRange { field, value: clip(&value.to_string()), min, max }
     }
 
+    /// serde's message can quote the whole offending value: clipped like any echo.
+    pub fn wrong_shape(field: &'static str, detail: &str) -> Self {
+        Self::WrongShape { field, detail: clip(detail) }
+    }
+
     pub fn bad_timestamp(field: &'static str, value: impl AsRef<str>) -> Self {
         Self::BadTimestamp { field, value: clip(value.as_ref()) }
     }

@@ -139,7 +139,7 @@ fn parse<T: DeserializeOwned>(body: &serde_json::Value) -> Result<T, VoxError> {
         match detail.strip_prefix("missing field `").and_then(|rest| rest.strip_suffix('`')) {
             Some(name) if path == "." => VoxError::Missing { field: path_field(name) },
             Some(name) => VoxError::Missing { field: path_field(&format!("{path}.{name}")) },
-            None => VoxError::WrongShape { field: path_field(&path), detail },
+            None => VoxError::wrong_shape(path_field(&path), &detail),
         }
     })
 }

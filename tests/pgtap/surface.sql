@@ -1,7 +1,7 @@
 -- The SQL surface as a Supabase user meets it: schema, tables and keys, functions and their
 -- signatures, privileges, RLS policies. Run by bin/test with pg_prove.
 BEGIN;
-SELECT plan(65);
+SELECT plan(67);
 
 SELECT has_schema('voxanne');
 SELECT has_extension('voxanne_ext');
@@ -35,6 +35,7 @@ SELECT has_function('voxanne', 'purge_processed_events', ARRAY['interval']);
 SELECT has_function('voxanne', 'purge_outbox', ARRAY['interval']);
 SELECT has_function('voxanne', 'outbox_read', ARRAY['text', 'integer']);
 SELECT has_function('voxanne', 'outbox_ack', ARRAY['text', 'xid8', 'bigint']);
+SELECT has_function('voxanne', 'outbox_drop_consumer', ARRAY['text']);
 SELECT has_function('voxanne', 'current_org_id', ARRAY[]::text[]);
 SELECT is(pg_get_function_result('voxanne.create_inbound_call'::regproc), 'jsonb', 'call functions return jsonb');
 SELECT is(pg_get_function_result('voxanne.upsert_agent'::regproc), 'uuid', 'upsert_agent returns the agent id');
@@ -42,7 +43,7 @@ SELECT is(pg_get_function_result('voxanne.purge_processed_events'::regproc), 'bi
 SELECT is_definer('voxanne', f, f || ' is SECURITY DEFINER')
 FROM unnest(ARRAY['upsert_agent', 'create_inbound_call', 'complete_call', 'record_transcript',
     'handle_vapi_message', 'record_rejected_event', 'purge_processed_events', 'purge_outbox',
-    'outbox_read', 'outbox_ack']) AS f;
+    'outbox_read', 'outbox_ack', 'outbox_drop_consumer']) AS f;
 SELECT is(
     (SELECT count(*)::int FROM pg_proc WHERE pronamespace = 'voxanne'::regnamespace AND prosecdef
        AND NOT coalesce(proconfig, '{}') @> '{"search_path=pg_catalog, pg_temp"}'),

@@ -192,6 +192,12 @@ async fn purge_outbox_keeps_what_a_consumer_has_not_acknowledged() {
     assert_eq!(left, vec![all[2].id, all[3].id]);
     let err = owner.execute("SELECT voxanne.purge_outbox('10 minutes')", &[]).await.unwrap_err();
     assert_eq!(err.code().unwrap().code(), "22023");
+
+    // once the slow reader is dropped, its unacknowledged rows go too
+    let dropped: bool = owner.query_one("SELECT voxanne.outbox_drop_consumer('slow-reader')", &[]).await.unwrap().get(0);
+    assert!(dropped);
+    let purged: i64 = owner.query_one("SELECT voxanne.purge_outbox()", &[]).await.unwrap().get(0);
+    assert_eq!(purged, 2);
     drop_db(&db).await;
 }
 
