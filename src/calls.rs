@@ -14,12 +14,12 @@ use crate::plans::{Statement, BOOL, NUMERIC, TEXT, TIMESTAMPTZ, UUID};
 
 static CREATE: Statement = Statement {
     sql: include_str!("../sql/queries/create_inbound_call.sql"),
-    arg_types: &[TEXT, TEXT, TEXT, TEXT, TEXT, TEXT, TIMESTAMPTZ, TEXT],
+    arg_types: &[TEXT, TEXT, TEXT, TEXT, TEXT, TEXT, TIMESTAMPTZ, TEXT, BOOL],
 };
 
 static COMPLETE: Statement = Statement {
     sql: include_str!("../sql/queries/complete_call.sql"),
-    arg_types: &[TEXT, TEXT, TEXT, TIMESTAMPTZ, TIMESTAMPTZ, NUMERIC, NUMERIC, TEXT, TEXT, TEXT, BOOL, TEXT, TEXT, TEXT],
+    arg_types: &[TEXT, TEXT, TEXT, TIMESTAMPTZ, TIMESTAMPTZ, NUMERIC, NUMERIC, TEXT, TEXT, TEXT, BOOL, TEXT, TEXT, TEXT, BOOL],
 };
 
 /// A duplicate's statement wrote nothing and may not see the call (it can have been committed
@@ -115,6 +115,7 @@ pub fn start_call(event: &CallStarted<'_>) -> Result<Outcome, VoxError> {
                 event.status.as_str().into(),
                 event.occurred_at.into(),
                 event_id.as_str().into(),
+                crate::outbox::notify().into(),
             ],
         )?;
         read_outcome(client, table, event.call, event_id.clone())
@@ -143,6 +144,7 @@ pub fn end_call(event: CallCompleted<'_>) -> Result<Outcome, VoxError> {
                 event_id.as_str().into(),
                 event.source.as_str().into(),
                 topic.into(),
+                crate::outbox::notify().into(),
             ],
         )?;
         read_outcome(client, table, event.call, event_id.clone())

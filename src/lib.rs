@@ -14,6 +14,7 @@ mod agents;
 mod calls;
 mod error;
 mod events;
+mod outbox;
 mod plans;
 mod retention;
 mod tenancy;
@@ -22,6 +23,11 @@ mod webhook;
 
 #[cfg(any(test, feature = "pg_test"))]
 mod testing;
+
+#[pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    outbox::init();
+}
 
 extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);
 extension_sql_file!("../sql/outbox.sql", name = "outbox");

@@ -8,12 +8,12 @@ use pgrx::JsonB;
 use crate::calls::Effect;
 use crate::error::VoxError;
 use crate::events::{CallRef, TranscriptLine};
-use crate::plans::{Statement, BYTEA, TEXT, TIMESTAMPTZ};
+use crate::plans::{Statement, BOOL, BYTEA, TEXT, TIMESTAMPTZ};
 
 
 static RECORD: Statement = Statement {
     sql: include_str!("../sql/queries/record_transcript.sql"),
-    arg_types: &[TEXT, TEXT, TEXT, TEXT, TIMESTAMPTZ, TEXT, BYTEA],
+    arg_types: &[TEXT, TEXT, TEXT, TEXT, TIMESTAMPTZ, TEXT, BYTEA, BOOL],
 };
 
 /// How often the statement is re-run when the call row was committed by a concurrent session
@@ -57,6 +57,7 @@ pub fn record(line: &TranscriptLine<'_>) -> Result<Recorded, VoxError> {
                     line.spoken_at.into(),
                     line.transcript_type.as_str().into(),
                     content_hash.as_slice().into(),
+                    crate::outbox::notify().into(),
                 ],
             )?;
             let Some(row) = table.into_iter().next() else {

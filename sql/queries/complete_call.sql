@@ -3,7 +3,7 @@
 -- order gives the same row.
 -- $1 assistant id, $2 vapi call id, $3 ended reason, $4 started at, $5 ended at, $6 duration,
 -- $7 cost, $8 summary, $9 transcript, $10 recording url, $11 is report, $12 event id,
--- $13 event type, $14 outbox topic.
+-- $13 event type, $14 outbox topic, $15 notify (voxanne.notify).
 WITH agent AS (
     SELECT a.org_id, a.id
     FROM voxanne.agents AS a
@@ -55,8 +55,8 @@ outbox AS (
                'started_at', call.started_at, 'ended_at', call.ended_at,
                'duration_seconds', call.duration_seconds, 'cost', call.cost, 'source', $13)
     FROM call WHERE $11 OR call.advanced
-    RETURNING o.id, pg_catalog.pg_notify('voxanne_outbox', pg_catalog.json_build_object(
-        'org_id', o.org_id, 'id', o.id, 'topic', o.topic)::text) IS NOT NULL AS notified
+    RETURNING o.id, CASE WHEN $15 THEN pg_catalog.pg_notify('voxanne_outbox', pg_catalog.json_build_object(
+        'org_id', o.org_id, 'id', o.id, 'topic', o.topic)::text) IS NOT NULL END AS notified
 )
 SELECT agent.org_id, mark.org_id IS NOT NULL AS marked, call.id AS call_id, call.status,
        outbox.id AS outbox_id

@@ -1,7 +1,7 @@
 -- A status message before the end, as ONE statement: the ledger mark, the call upsert, the
 -- outbox row and the NOTIFY commit together or not at all (seed #2, #3, #4, #8).
 -- $1 assistant id, $2 vapi call id, $3 customer number, $4 phone number id, $5 call type,
--- $6 status, $7 occurred at, $8 event id.
+-- $6 status, $7 occurred at, $8 event id, $9 notify (voxanne.notify).
 WITH agent AS (
     SELECT a.org_id, a.id
     FROM voxanne.agents AS a
@@ -42,8 +42,8 @@ outbox AS (
            pg_catalog.jsonb_build_object('call_id', call.id, 'vapi_call_id', $2,
                                          'status', call.status, 'occurred_at', $7)
     FROM call WHERE call.advanced
-    RETURNING o.id, pg_catalog.pg_notify('voxanne_outbox', pg_catalog.json_build_object(
-        'org_id', o.org_id, 'id', o.id, 'topic', o.topic)::text) IS NOT NULL AS notified
+    RETURNING o.id, CASE WHEN $9 THEN pg_catalog.pg_notify('voxanne_outbox', pg_catalog.json_build_object(
+        'org_id', o.org_id, 'id', o.id, 'topic', o.topic)::text) IS NOT NULL END AS notified
 )
 SELECT agent.org_id, mark.org_id IS NOT NULL AS marked, call.id AS call_id, call.status,
        outbox.id AS outbox_id

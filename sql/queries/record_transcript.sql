@@ -1,7 +1,7 @@
 -- One transcript line as ONE statement. The content-hash key is the idempotency mark; the
 -- call row is created if this is the first message of the call (seed #7: never dropped).
 -- $1 assistant id, $2 vapi call id, $3 role, $4 text, $5 spoken at, $6 transcript type,
--- $7 content hash.
+-- $7 content hash, $8 notify (voxanne.notify).
 WITH agent AS (
     SELECT a.org_id, a.id
     FROM voxanne.agents AS a
@@ -36,8 +36,8 @@ outbox AS (
                'role', $3, 'transcript_type', $6, 'spoken_at', $5, 'text', $4,
                'content_hash', pg_catalog.encode($7, 'hex'))
     FROM line
-    RETURNING o.id, pg_catalog.pg_notify('voxanne_outbox', pg_catalog.json_build_object(
-        'org_id', o.org_id, 'id', o.id, 'topic', o.topic)::text) IS NOT NULL AS notified
+    RETURNING o.id, CASE WHEN $8 THEN pg_catalog.pg_notify('voxanne_outbox', pg_catalog.json_build_object(
+        'org_id', o.org_id, 'id', o.id, 'topic', o.topic)::text) IS NOT NULL END AS notified
 )
 SELECT agent.org_id, call.id AS call_id, outbox.id AS outbox_id
 FROM agent

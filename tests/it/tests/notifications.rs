@@ -223,3 +223,24 @@ async fn the_notification_is_delivered_at_commit_not_before() {
         .get(0);
     assert_eq!(payload_call, call);
 }
+
+/// `voxanne.notify = off` (for throughput: notifying commits are serialized by PostgreSQL)
+/// still writes every outbox row, and sends nothing.
+#[tokio::test]
+async fn with_voxanne_notify_off_the_outbox_row_is_written_and_nothing_is_sent() {
+    let mut listener = Listener::start().await;
+    let db = connect().await;
+    let org = Org::create(&db).await;
+    db.batch_execute("SET voxanne.notify = off").await.unwrap();
+    let call = unique("call");
+    for msg in [org.ringing(&call), org.transcript(&call, "user", "hi", at(3)), org.report(&call, &Report::for_call(&call))] {
+        assert!(msg.outcome(&db).await.unwrap().applied);
+    }
+    let marker = Listener::send_marker(&db).await;
+    assert!(listener.org_notifications_until(&org, &marker).await.is_empty());
+    assert_eq!(count_org_rows(&db, "outbox", &org).await, 3);
+
+    db.batch_execute("RESET voxanne.notify").await.unwrap();
+    let shown: String = db.query_one("SHOW voxanne.notify", &[]).await.unwrap().get(0);
+    assert_eq!(shown, "on", "notifying is the default");
+}
