@@ -4,7 +4,13 @@
 //! act on, once into that type's struct. A type we ignore never fails on fields we don't read,
 //! so Vapi can add message types and fields without making its retries loop on errors.
 
-use pgrx::datum::{AnyNumeric, TimestampWithTimeZone, Uuid};
+use std::ffi::CStr;
+
+use pgrx::callconv::{Arg, ArgAbi};
+use pgrx::datum::{AnyNumeric, FromDatum, TimestampWithTimeZone, Uuid};
+use pgrx::pgrx_sql_entity_graph::metadata::{
+    ArgumentError, ReturnsError, ReturnsRef, SqlMappingRef, SqlTranslatable, TypeOrigin,
+};
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 use pgrx::JsonB;
@@ -130,11 +136,48 @@ struct Transcript {
     transcript: Option<String>,
 }
 
+/// A `jsonb` argument as its text. pgrx's `JsonB` converts through `serde_json::Value` and
+/// panics on valid jsonb that `Value` cannot hold (numbers beyond f64, nesting deeper than
+/// 128), which any sender can post; parsed from text into our structs, such a body is a 22023
+/// naming the field, and the fields we ignore are skipped without being converted.
+pub struct JsonbText(String);
+
+impl FromDatum for JsonbText {
+    unsafe fn from_polymorphic_datum(datum: pg_sys::Datum, is_null: bool, _: pg_sys::Oid) -> Option<Self> {
+        if is_null {
+            return None;
+        }
+        // SAFETY: the datum is a jsonb (the function's declared argument type); jsonb_out
+        // returns a palloc'd C string in the current memory context.
+        let text = unsafe { pgrx::fcinfo::direct_function_call::<&CStr>(pg_sys::jsonb_out, &[Some(datum)]) }?;
+        Some(Self(text.to_string_lossy().into_owned()))
+    }
+}
+
+// SAFETY: unboxed through FromDatum, like pgrx's own JsonB.
+unsafe impl<'fcx> ArgAbi<'fcx> for JsonbText {
+    unsafe fn unbox_arg_unchecked(arg: Arg<'_, 'fcx>) -> Self {
+        let index = arg.index();
+        unsafe { arg.unbox_arg_using_from_datum() }.unwrap_or_else(|| panic!("argument {index} must not be null"))
+    }
+}
+
+// SAFETY: the SQL type is jsonb, which is what FromDatum above reads.
+unsafe impl SqlTranslatable for JsonbText {
+    const TYPE_IDENT: &'static str = concat!(module_path!(), "::JsonbText");
+    const TYPE_ORIGIN: TypeOrigin = TypeOrigin::External;
+    const ARGUMENT_SQL: Result<SqlMappingRef, ArgumentError> = Ok(SqlMappingRef::literal("jsonb"));
+    const RETURN_SQL: Result<ReturnsRef, ReturnsError> = Ok(ReturnsRef::One(SqlMappingRef::literal("jsonb")));
+}
+
 /// Deserialize the envelope as `T`; a wrong type names its JSON path (`message.call.id`).
-fn parse<T: DeserializeOwned>(body: &serde_json::Value) -> Result<T, VoxError> {
-    serde_path_to_error::deserialize::<_, Envelope<T>>(body).map(|e| e.message).map_err(|e| {
+fn parse<T: DeserializeOwned>(body: &str) -> Result<T, VoxError> {
+    let mut de = serde_json::Deserializer::from_str(body);
+    serde_path_to_error::deserialize::<_, Envelope<T>>(&mut de).map(|e| e.message).map_err(|e| {
         let path = e.path().to_string();
+        // "… at line 1 column 412" points into jsonb's normalized text, not what was sent
         let detail = e.inner().to_string();
+        let detail = detail.split(" at line ").next().unwrap_or_default().to_string();
         // serde reports a missing field at its parent's path
         match detail.strip_prefix("missing field `").and_then(|rest| rest.strip_suffix('`')) {
             Some(name) if path == "." => VoxError::Missing { field: path_field(name) },
@@ -261,7 +304,7 @@ fn numeric(field: &'static str, v: Option<f64>) -> Result<Option<AnyNumeric>, Vo
     v.map(|x| AnyNumeric::try_from(x).map_err(|_| VoxError::out_of_range(field, x, 0, i64::MAX))).transpose()
 }
 
-fn status_update(body: &serde_json::Value) -> Result<serde_json::Value, VoxError> {
+fn status_update(body: &str) -> Result<serde_json::Value, VoxError> {
     let (common, msg): (Common, StatusUpdate) = (parse(body)?, parse(body)?);
     let (id, assistant) = call_ids(&common)?;
     let call = CallRef::new(Some(&id), Some(&assistant))?;
@@ -285,7 +328,7 @@ fn status_update(body: &serde_json::Value) -> Result<serde_json::Value, VoxError
     Ok(start_call(&event)?.to_json().0)
 }
 
-fn end_of_call_report(body: &serde_json::Value) -> Result<serde_json::Value, VoxError> {
+fn end_of_call_report(body: &str) -> Result<serde_json::Value, VoxError> {
     let (common, msg): (Common, EndOfCallReport) = (parse(body)?, parse(body)?);
     let (id, assistant) = call_ids(&common)?;
     let call = CallRef::new(Some(&id), Some(&assistant))?;
@@ -319,7 +362,7 @@ fn end_of_call_report(body: &serde_json::Value) -> Result<serde_json::Value, Vox
     Ok(end_call(event)?.to_json().0)
 }
 
-fn transcript(body: &serde_json::Value, kind: &str) -> Result<serde_json::Value, VoxError> {
+fn transcript(body: &str, kind: &str) -> Result<serde_json::Value, VoxError> {
     let (common, msg): (Common, Transcript) = (parse(body)?, parse(body)?);
     // `transcript[transcriptType="final"]` carries the type in its name
     let transcript_type = msg.transcript_type.as_deref().unwrap_or(if kind.contains("final") { "final" } else { "partial" });
@@ -339,7 +382,7 @@ fn now() -> TimestampWithTimeZone {
     TimestampWithTimeZone::try_from(ts).unwrap_or_else(|_| TimestampWithTimeZone::positive_infinity())
 }
 
-pub fn dispatch(body: &serde_json::Value) -> Result<serde_json::Value, VoxError> {
+pub fn dispatch(body: &str) -> Result<serde_json::Value, VoxError> {
     let kind = parse::<Kind>(body)?.kind;
     let outcome = match kind.as_str() {
         "status-update" => status_update(body),
@@ -355,7 +398,7 @@ pub fn dispatch(body: &serde_json::Value) -> Result<serde_json::Value, VoxError>
 /// Handle one Vapi server message (`{"message": {...}}`) in the caller's transaction.
 #[pg_extern(volatile, security_definer)]
 #[search_path(pg_catalog, pg_temp)]
-fn handle_vapi_message(p_body: Option<JsonB>) -> Result<JsonB, ErrorReport> {
+fn handle_vapi_message(p_body: Option<JsonbText>) -> Result<JsonB, ErrorReport> {
     let body = p_body.ok_or(VoxError::Missing { field: "p_body" })?;
     Ok(JsonB(dispatch(&body.0)?))
 }
@@ -544,6 +587,8 @@ mod tests {
             (fixture!("tool-calls"), "tool-calls"),
             (fixture!("hang"), "hang"),
             (r#"{"message":{"type":"brand-new-type-2027","call":{"id":5}}}"#, "brand-new-type-2027"),
+            // valid jsonb that serde_json::Value cannot hold, in fields nobody reads
+            (r#"{"message":{"type":"hang","x":1e400,"call":{"createdAt":-1e999}}}"#, "hang"),
         ] {
             let out = handle(body);
             assert_eq!(out, serde_json::json!({"applied": false, "ignored": kind, "message_type": kind}));
@@ -571,7 +616,12 @@ mod tests {
             (r#"{"message":{"type":"end-of-call-report","cost":-3,"call":{"id":"c","assistantId":"asst_fixture"}}}"#, "22003", "message.cost"),
             (r#"{"message":{"type":"end-of-call-report","startedAt":"2026-13-45T99:00:00Z","call":{"id":"c","assistantId":"asst_fixture"}}}"#, "22007", "message.startedAt"),
             (r#"{"message":{"type":"end-of-call-report","artifact":{"recordingUrl":"ftp://x"},"call":{"id":"c","assistantId":"asst_fixture"}}}"#, "22023", "message.artifact.recordingUrl"),
+            (r#"{"message":{"type":"end-of-call-report","cost":1e400,"call":{"id":"c","assistantId":"asst_fixture"}}}"#, "22023", "message.cost has the wrong JSON shape"),
+            (r#"{"message":{"type":"status-update","status":"ringing","timestamp":1e400,"call":{"id":"c","assistantId":"asst_fixture"}}}"#, "22023", "message.timestamp"),
         ];
+        // nesting deeper than serde_json::Value allows, in a part nobody reads, is skipped
+        let deep = format!(r#"{{"message":{{"type":"speech-update","x":{}{}}}}}"#, "[".repeat(500), "]".repeat(500));
+        assert_eq!(handle(&deep)["ignored"], "speech-update");
         for (body, code, text) in cases {
             let err = error_of(&format!("SELECT voxanne.handle_vapi_message({}::jsonb)", pgrx::spi::quote_literal(body)));
             assert!(err.starts_with(code) && err.contains(text), "{body}\n  expected {code} '{text}', got: {err}");
