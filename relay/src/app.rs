@@ -129,15 +129,23 @@ struct CallRef<'a> {
 
 const LOGGED_ID_MAX: usize = 128;
 
-fn clip(s: &str) -> &str {
-    if s.len() <= LOGGED_ID_MAX {
+/// `voxanne.record_rejected_event`'s limit on `p_message` (64 KiB, README "Input limits").
+const REJECTED_MESSAGE_MAX: usize = 64 * 1024;
+
+/// `s` cut to at most `max` bytes, at a char boundary.
+fn clip_to(s: &str, max: usize) -> &str {
+    if s.len() <= max {
         return s;
     }
-    let mut end = LOGGED_ID_MAX;
+    let mut end = max;
     while !s.is_char_boundary(end) {
         end -= 1;
     }
     &s[..end]
+}
+
+fn clip(s: &str) -> &str {
+    clip_to(s, LOGGED_ID_MAX)
 }
 
 async fn webhook(
@@ -197,7 +205,17 @@ async fn handle_webhook(
             Ok(result)
         }
         Err(db::DbError::Permanent { code, message }) => {
-            let id = state.db.record_rejected_event(text, &code, &message).await?;
+            // Storing must never fail as "bad input": that would answer 422 (do not retry) for a
+            // body that was not kept. The database's message is clipped to the function's
+            // p_message limit (a wrong-shape error can echo a whole field), and any permanent
+            // failure of the store itself is answered 500, so the sender comes back.
+            let stored_message = clip_to(&message, REJECTED_MESSAGE_MAX);
+            let id = state.db.record_rejected_event(text, &code, stored_message).await.map_err(|e| match e {
+                db::DbError::Permanent { code, message } => {
+                    RelayError::internal(format!("storing the rejected body failed ({code}): {message}"))
+                }
+                other => other.into(),
+            })?;
             tracing::info!(sqlstate = %code, message = %message, rejected_event_id = id, "rejected as bad input; body stored");
             Err(RelayError::Rejected { code, message })
         }
@@ -263,11 +281,16 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
     let own_json =
         response.headers().get(header::CONTENT_TYPE).is_some_and(|ct| ct.as_bytes().starts_with(b"application/json"));
     let status = response.status();
-    let response = if !own_json && (status.is_client_error() || status.is_server_error()) {
+    let mut response = if !own_json && (status.is_client_error() || status.is_server_error()) {
         json_for_layer_error(response)
     } else {
         response
     };
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        // The body was not read, so hyper closes the connection after this answer; say so, or a
+        // client that keeps the connection for its next request sees that request fail.
+        response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
 
     if is_webhook {
         let message_type =

@@ -49,7 +49,9 @@ pub fn classify_sqlstate(code: &str) -> Class {
     match code {
         // data exception (class 22), no agent for the assistant, check / not-null violations
         c if c.starts_with("22") => Class::Permanent,
-        "42704" | "23514" | "23502" => Class::Permanent,
+        // 54001: the body is nested too deeply for the jsonb parser (stack depth): the same
+        // body always fails, so it is bad input, stored like any other
+        "42704" | "23514" | "23502" | "54001" => Class::Permanent,
         // serialization failure, deadlock, lock or statement timeout (a slow moment, not bad
         // input), too many connections, admin / crash shutdown, server starting or stopping,
         // and connection exceptions (class 08)
@@ -254,7 +256,8 @@ mod tests {
 
     #[test]
     fn sqlstates_are_classified_as_the_contract_says() {
-        for code in ["22004", "22023", "22001", "22003", "22007", "22P02", "22P05", "22000", "42704", "23514", "23502"]
+        for code in
+            ["22004", "22023", "22001", "22003", "22007", "22P02", "22P05", "22000", "42704", "23514", "23502", "54001"]
         {
             assert_eq!(classify_sqlstate(code), Class::Permanent, "{code}");
         }

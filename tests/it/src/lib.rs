@@ -22,6 +22,7 @@ pub use tokio_postgres;
 // The reliability and security suite (storms, races, crashes, fuzz, attacks, catalog, report).
 pub mod cluster;
 pub mod figures;
+pub mod fuzz;
 pub mod relay;
 pub mod vapi;
 

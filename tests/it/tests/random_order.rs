@@ -1,0 +1,139 @@
+//! Create/complete/transcript races in random order, compared with serial delivery.
+//!
+//! tests/concurrent_lifecycle.rs fires the five messages of one call at once from fixed
+//! clients. Here every call has its whole script (ringing, in-progress, an ignored
+//! speech-update, two transcript lines, status ended, end-of-call report), each message is
+//! delivered one to three times, and the slots of two calls at a time are shuffled (seeded)
+//! over 16 concurrent senders, so the messages of a call race each other in a different order
+//! every time — straight to `handle_vapi_message`, and through the relay. The same messages are
+//! then delivered once each, in order, to a second org: both orgs must end in exactly the same
+//! state (every column of every call, lines, ledger, call.ended / call.transcript payloads),
+//! and no sender may see an error: a deadlock or serialization failure reaching a SQL client,
+//! or a 5xx from the relay, fails the test (the relay's own retries are counted).
+//!
+//! CI: 150 calls per transport; VOXANNE_LONG=1: 2000.
+
+use voxanne_it::figures::{scale, seed, Figures, Rng};
+use voxanne_it::relay::{Relay, SECRET};
+use voxanne_it::vapi::{self, Senders, Transport};
+use voxanne_it::*;
+
+const SENDERS: usize = 16;
+
+enum Via {
+    Sql,
+    Relay,
+}
+
+async fn race_against_serial(via: Via, name: &'static str, seed_default: u64) {
+    let calls = scale(150, 2000);
+    let mut figures = Figures::new(name);
+    let mut rng = Rng::new(seed(seed_default));
+    let db = connect().await;
+    let raced = Org::create(&db).await;
+    let serial = Org::create(&db).await;
+
+    let messages = vapi::workload(1, calls, "race");
+    // slots: each message 1-3 times; shuffled within windows of two calls
+    let per_call = messages.len() / calls;
+    let mut slots = Vec::new();
+    for window in (0..messages.len()).collect::<Vec<_>>().chunks(per_call * 2) {
+        let mut w = Vec::new();
+        for &i in window {
+            w.push(i);
+            if rng.chance(0.5) {
+                w.push(i);
+                if rng.chance(0.5) {
+                    w.push(i);
+                }
+            }
+        }
+        rng.shuffle(&mut w);
+        slots.extend(w);
+    }
+    figures.delivered = slots.len() as u64;
+    figures.duplicates = (slots.len() - messages.len()) as u64;
+
+    let bodies: Vec<String> = messages
+        .iter()
+        .map(|m| m.body(&raced.assistant_id))
+        .collect();
+    let senders = Senders::new(bodies, slots);
+    let url = std::env::var("VOXANNE_DATABASE_URL").expect("VOXANNE_DATABASE_URL");
+    let relay = match via {
+        Via::Relay => Some(Relay::start(&url, &["--pool-size", "16"]).await),
+        Via::Sql => None,
+    };
+    let http = voxanne_it::relay::http_client(SENDERS);
+    let transports: Vec<Transport> = (0..SENDERS)
+        .map(|_| match &relay {
+            Some(r) => Transport::http(http.clone(), r.webhook_url(), SECRET),
+            None => Transport::sql(config()),
+        })
+        .collect();
+    for task in senders.spawn(transports) {
+        task.await.expect("sender");
+    }
+    // Valid messages on a healthy database: every attempt must be acknowledged at once.
+    let retries = senders.retries.load(std::sync::atomic::Ordering::Relaxed);
+    if retries > 0 {
+        figures.violation(
+            "errors",
+            format!("{retries} deliveries were answered 503 / a transient SQLSTATE"),
+        );
+    }
+    for r in senders.refused.lock().unwrap().iter() {
+        figures.violation("errors", r.clone());
+    }
+    let answers = senders.acked.lock().unwrap().clone();
+    let tally = vapi::outcomes(&answers);
+    for (k, n) in &tally {
+        figures.note(&format!("answers {k}"), *n);
+    }
+    if let Some(r) = &relay {
+        figures.note(
+            "relay retries of transient database errors",
+            r.db_retries().await,
+        );
+    }
+
+    let (doubled, _) = vapi::sender_ledger(&senders, &messages);
+    for d in doubled {
+        figures.violation("doubled", d);
+    }
+    // exactly once, no partial rows
+    let verdicts = vapi::verify(&db, std::slice::from_ref(&raced), &messages, &|_| true).await;
+    verdicts.record(&mut figures);
+
+    // the same state as serial delivery
+    let ordered: Vec<&vapi::Message> = messages.iter().collect();
+    vapi::deliver_serially(&db, &serial.assistant_id, &ordered).await;
+    let got = vapi::org_state(&db, raced.id).await;
+    let want = vapi::org_state(&db, serial.id).await;
+    assert_eq!(want.len(), calls, "the serial reference has every call");
+    figures.checks += calls as u64;
+    for d in vapi::state_diff(&got, &want, 10) {
+        figures.violation("errors", format!("differs from serial delivery: {d}"));
+    }
+    figures.note("calls", calls as u64);
+    figures.note("senders", SENDERS as u64);
+    if let Some(r) = relay {
+        r.stop().await;
+    }
+    figures.finish();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn random_order_races_through_sql_end_like_serial_delivery() {
+    race_against_serial(Via::Sql, "races/sql: random order vs serial", 0x5eed_0001).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn random_order_races_through_the_relay_end_like_serial_delivery() {
+    race_against_serial(
+        Via::Relay,
+        "races/relay: random order vs serial",
+        0x5eed_0002,
+    )
+    .await;
+}
