@@ -1,0 +1,5 @@
+-- The rows a transcript line writes (line, outbox), as plain INSERTs into the same tables, the
+-- call found by its key: what this schema's writes cost, whoever issues them.
+\set k random(0, 999)
+\set t random(1, 9000000000000)
+WITH c AS (SELECT org_id, id FROM voxanne.calls WHERE org_id = md5('voxanne-bench-org-' || (:k % 10))::uuid AND vapi_call_id = md5('live' || :k)::uuid::text), l AS (INSERT INTO voxanne.call_transcripts (org_id, content_hash, call_id, role, transcript_type, spoken_at, text) SELECT org_id, sha256(convert_to(:t || ':' || :k, 'UTF8')), id, 'user', 'final', timestamptz '2026-01-01 00:00:00+00' + make_interval(secs => :t::float8 / 1000000), 'Hi, I''d like to book a cleaning for Tuesday.' FROM c RETURNING org_id, call_id, content_hash, spoken_at, text) INSERT INTO voxanne.outbox (org_id, topic, payload) SELECT org_id, 'call.transcript', jsonb_build_object('call_id', call_id, 'vapi_call_id', md5('live' || :k)::uuid::text, 'role', 'user', 'transcript_type', 'final', 'spoken_at', spoken_at, 'text', text, 'content_hash', encode(content_hash, 'hex')) FROM l;
