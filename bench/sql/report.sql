@@ -59,7 +59,9 @@ FROM (VALUES
     (11, 'a call''s rows as plain INSERTs ÷ floor', 'raw_create', 'floor', NULL, false),
     (12, 'record_transcript ÷ its rows as plain INSERTs', 'ours_transcript', 'raw_transcript', NULL, false),
     (13, 'a line''s rows as plain INSERTs ÷ floor', 'raw_transcript', 'floor', NULL, false),
-    (14, 'floor + one pg_notify ÷ floor', 'floor_notify', 'floor', NULL, false)
+    (14, 'floor + one pg_notify ÷ floor', 'floor_notify', 'floor', NULL, false),
+    (15, 'create_inbound_call with voxanne.notify on ÷ off', 'ours_create_notify', 'ours_create', NULL, false),
+    (16, 'record_transcript with voxanne.notify on ÷ off', 'ours_transcript_notify', 'ours_transcript', NULL, false)
 ) AS d(ord, what, ours, theirs, target, max_clients_only)
 CROSS JOIN (SELECT DISTINCT clients FROM raw WHERE section = 'main' AND metric = 'tps') AS c;
 

@@ -46,7 +46,7 @@ async fn pg_cron_runs_the_scheduled_purges() {
         assert!(tokio::time::Instant::now() < deadline, "the job never ran");
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
-    cron.query_one("SELECT cron.unschedule($1)", &[&jobid]).await.unwrap();
+    cron.query_one("SELECT cron.unschedule($1::bigint)", &[&jobid]).await.unwrap();
     assert_eq!(status.0, "succeeded", "{:?}", status.1);
     let left = count(
         &db,
