@@ -10,6 +10,13 @@
 ALTER TABLE voxanne.outbox ADD COLUMN xid xid8 NOT NULL DEFAULT pg_catalog.pg_current_xact_id();
 CREATE INDEX outbox_commit_order_idx ON voxanne.outbox (xid, id);
 
+-- Transcript lines keyed by call first, then content hash: inserts land on the pages of the
+-- call's own lines, not on random pages of the whole table's hash index, and the key serves
+-- "lines of a call" so the separate call index goes.
+ALTER TABLE voxanne.call_transcripts DROP CONSTRAINT call_transcripts_pkey,
+    ADD PRIMARY KEY (org_id, call_id, content_hash);
+DROP INDEX voxanne.call_transcripts_call_idx;
+
 -- Citus refuses ON DELETE SET NULL on a foreign key that includes the distribution column.
 ALTER TABLE voxanne.calls DROP CONSTRAINT calls_lead_fkey,
     ADD CONSTRAINT calls_lead_fkey FOREIGN KEY (org_id, lead_id) REFERENCES voxanne.leads (org_id, id);

@@ -7,26 +7,32 @@ WITH agent AS (
     FROM voxanne.agents AS a
     WHERE a.vapi_assistant_id = $1 AND a.active
 ),
+found AS (
+    SELECT c.org_id, c.id
+    FROM voxanne.calls AS c JOIN agent ON c.org_id = agent.org_id
+    WHERE c.vapi_call_id = $2
+),
+-- Only a line of a call not seen yet tries the insert (almost every line finds its call: no
+-- speculative insert, no CHECKs of calls to evaluate). ON CONFLICT still settles the race
+-- with a concurrent first message of the same call.
 created AS (
     INSERT INTO voxanne.calls AS c (org_id, vapi_call_id, agent_id)
-    SELECT agent.org_id, $2, agent.id FROM agent
+    SELECT agent.org_id, $2, agent.id FROM agent WHERE NOT EXISTS (SELECT FROM found)
     ON CONFLICT (org_id, vapi_call_id) DO NOTHING
     RETURNING c.org_id, c.id
 ),
 -- Exactly one row, unless the call was committed by another session after this statement's
 -- snapshot: then none, nothing is written, and the caller runs the statement again.
 call AS (
-    SELECT created.org_id, created.id FROM created
+    SELECT found.org_id, found.id FROM found
     UNION ALL
-    SELECT c.org_id, c.id
-    FROM voxanne.calls AS c JOIN agent ON c.org_id = agent.org_id
-    WHERE c.vapi_call_id = $2
+    SELECT created.org_id, created.id FROM created
 ),
 line AS (
     INSERT INTO voxanne.call_transcripts AS t
         (org_id, content_hash, call_id, role, transcript_type, spoken_at, text)
     SELECT call.org_id, $7, call.id, $3, $6, $5, $4 FROM call
-    ON CONFLICT (org_id, content_hash) DO NOTHING
+    ON CONFLICT (org_id, call_id, content_hash) DO NOTHING
     RETURNING t.org_id, t.call_id
 ),
 outbox AS (

@@ -12,7 +12,7 @@ SELECT tables_are('voxanne', ARRAY['agents', 'leads', 'calls', 'call_transcripts
 SELECT col_is_pk('voxanne', 'agents', ARRAY['org_id', 'id'], 'agents pk');
 SELECT col_is_pk('voxanne', 'leads', ARRAY['org_id', 'id'], 'leads pk');
 SELECT col_is_pk('voxanne', 'calls', ARRAY['org_id', 'id'], 'calls pk');
-SELECT col_is_pk('voxanne', 'call_transcripts', ARRAY['org_id', 'content_hash'], 'transcripts keyed by content hash');
+SELECT col_is_pk('voxanne', 'call_transcripts', ARRAY['org_id', 'call_id', 'content_hash'], 'transcripts keyed by call and content hash');
 SELECT col_is_pk('voxanne', 'processed_webhook_events', ARRAY['org_id', 'event_id'], 'ledger pk (seed #12)');
 SELECT col_is_pk('voxanne', 'outbox', ARRAY['org_id', 'id'], 'outbox pk');
 SELECT col_is_unique('voxanne', 'calls', ARRAY['org_id', 'vapi_call_id'], 'one row per call per org');
