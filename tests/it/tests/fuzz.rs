@@ -658,6 +658,11 @@ async fn relay_stores_every_refused_body_and_closes_after_413() {
             }
             Ok(r) if i % 2 == 1 && r.status() == 200 => {}
             Ok(r) => figures.violation("errors", format!("request {i}: {}", r.status())),
+            // The relay answers 413 as soon as the declared length is over the limit and closes
+            // while the client may still be writing the body: TCP then hands the client EPIPE or
+            // a reset instead of the 413. That is the refusal as this client sees it; what must
+            // hold is that the next request, on a fresh connection, works.
+            Err(e) if i % 2 == 0 && e.is_request() => {}
             Err(e) => figures.violation("errors", format!("request {i} after a 413: {e:?}")),
         }
     }
