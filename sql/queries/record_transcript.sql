@@ -32,7 +32,9 @@ line AS (
     INSERT INTO voxanne.call_transcripts AS t
         (org_id, content_hash, call_id, role, transcript_type, spoken_at, text)
     SELECT call.org_id, $7, call.id, $3, $6, $5, $4 FROM call
-    ON CONFLICT (org_id, call_id, content_hash) DO NOTHING
+    -- by name: the key is (org_id, content_hash) in 0.1.0 and (org_id, call_id, content_hash)
+    -- from 0.2.0, and a 0.1.0 database runs this library until ALTER EXTENSION ... UPDATE
+    ON CONFLICT ON CONSTRAINT call_transcripts_pkey DO NOTHING
     RETURNING t.org_id, t.call_id
 ),
 outbox AS (
