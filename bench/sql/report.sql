@@ -208,6 +208,12 @@ SELECT 'Backend growth from the first 10,000 calls to the end (' || to_char(max(
        || (max(value) FILTER (WHERE contender = 'backend_after_all' AND metric = 'rss_anon_kb')
            - max(value) FILTER (WHERE contender = 'backend_after_first_batch' AND metric = 'rss_anon_kb')) || ' kB. (VmRSS also counts the shared buffers this backend has touched.)'
 FROM raw WHERE section = 'memory' HAVING count(*) > 0;
+\echo ''
+\echo '## Relay CPU per request (user + system time of the relay process over a wrk run ÷ requests)'
+\echo ''
+SELECT pg_temp.md($$
+    SELECT contender, clients, round(value::numeric, 1) AS "relay CPU µs/request", round(lo, 1) AS min, round(hi, 1) AS max
+    FROM med WHERE section = 'relay' AND metric = 'cpu_us_per_request' ORDER BY contender, clients$$);
 \else
 \pset footer off
 SELECT comparison, clients, ours, contender, ratio, target, status FROM ratios ORDER BY ord;

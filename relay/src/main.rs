@@ -7,13 +7,26 @@ use tracing_subscriber::EnvFilter;
 use voxanne_relay::config::{Config, LogFormat};
 use voxanne_relay::{serve, AppState};
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let config = Config::parse();
     if let Err(e) = config.validate() {
         Config::command().error(clap::error::ErrorKind::ValueValidation, e).exit();
     }
     init_tracing(config.log_format);
+    let runtime = match config.worker_threads {
+        1 => tokio::runtime::Builder::new_current_thread().enable_all().build(),
+        n => tokio::runtime::Builder::new_multi_thread().worker_threads(n).enable_all().build(),
+    };
+    match runtime {
+        Ok(runtime) => runtime.block_on(run(config)),
+        Err(e) => {
+            tracing::error!(error = %e, "could not start the async runtime");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: Config) -> ExitCode {
 
     let state = match AppState::from_config(&config) {
         Ok(state) => state,
