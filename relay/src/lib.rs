@@ -23,6 +23,16 @@ pub use error::RelayError;
 /// How often the metrics recorder's housekeeping runs.
 const METRICS_UPKEEP: Duration = Duration::from_secs(5);
 
+/// The async runtime `config.worker_threads` asks for: one thread is a current-thread runtime
+/// (no cross-thread wake-ups per request), more is a multi-thread one. Both binaries use it, so
+/// the tests that run the relay as a process run it on the runtime it ships with.
+pub fn runtime(config: &Config) -> std::io::Result<tokio::runtime::Runtime> {
+    match config.worker_threads {
+        1 => tokio::runtime::Builder::new_current_thread().enable_all().build(),
+        n => tokio::runtime::Builder::new_multi_thread().worker_threads(n).enable_all().build(),
+    }
+}
+
 /// Serves `app(state)` on `listener` until `shutdown` completes, then stops accepting, lets the
 /// requests in flight finish, and closes the database pool.
 pub async fn serve(

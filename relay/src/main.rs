@@ -13,11 +13,7 @@ fn main() -> ExitCode {
         Config::command().error(clap::error::ErrorKind::ValueValidation, e).exit();
     }
     init_tracing(config.log_format);
-    let runtime = match config.worker_threads {
-        1 => tokio::runtime::Builder::new_current_thread().enable_all().build(),
-        n => tokio::runtime::Builder::new_multi_thread().worker_threads(n).enable_all().build(),
-    };
-    match runtime {
+    match voxanne_relay::runtime(&config) {
         Ok(runtime) => runtime.block_on(run(config)),
         Err(e) => {
             tracing::error!(error = %e, "could not start the async runtime");
@@ -27,7 +23,6 @@ fn main() -> ExitCode {
 }
 
 async fn run(config: Config) -> ExitCode {
-
     let state = match AppState::from_config(&config) {
         Ok(state) => state,
         Err(e) => {
