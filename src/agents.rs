@@ -8,7 +8,6 @@ use crate::error::VoxError;
 use crate::events::{defaulted, optional, required, ID_MAX, SHORT_TEXT_MAX};
 use crate::plans::{Statement, BOOL, TEXT, UUID};
 
-
 /// Activating an assistant that is active in another org fails on the exclusion constraint
 /// (23P01), naming the assistant id in the detail.
 static UPSERT: Statement = Statement {
@@ -39,7 +38,10 @@ fn upsert_agent(
     let active = defaulted("p_active", p_active)?;
     let phone_number_id = optional("p_vapi_phone_number_id", p_vapi_phone_number_id, ID_MAX)?;
     let id: Option<Uuid> = Spi::connect_mut(|client| {
-        UPSERT.first_value(client, &[org_id.into(), assistant_id.into(), name.into(), active.into(), phone_number_id.into()])
+        UPSERT.first_value(
+            client,
+            &[org_id.into(), assistant_id.into(), name.into(), active.into(), phone_number_id.into()],
+        )
     })
     .map_err(VoxError::from)?;
     Ok(id.ok_or(VoxError::Spi(pgrx::spi::Error::NoTupleTable))?)
@@ -62,7 +64,9 @@ mod tests {
         .unwrap()
         .unwrap();
         let row: String =
-            Spi::get_one("SELECT id::text || '|' || name FROM voxanne.agents WHERE vapi_assistant_id = 'asst_1'").unwrap().unwrap();
+            Spi::get_one("SELECT id::text || '|' || name FROM voxanne.agents WHERE vapi_assistant_id = 'asst_1'")
+                .unwrap()
+                .unwrap();
         assert_eq!(row, format!("{again}|Front desk"));
         assert_eq!(count("SELECT count(*) FROM voxanne.agents WHERE vapi_assistant_id = 'asst_1'", &[]), 1);
     }
@@ -80,7 +84,11 @@ mod tests {
     #[pg_test]
     fn moving_an_assistant_to_another_org_reroutes_new_calls() {
         let old = org_with_agent("asst_1");
-        Spi::run_with_args("SELECT voxanne.upsert_agent($1::uuid, 'asst_1', p_active => false)", &[old.as_str().into()]).unwrap();
+        Spi::run_with_args(
+            "SELECT voxanne.upsert_agent($1::uuid, 'asst_1', p_active => false)",
+            &[old.as_str().into()],
+        )
+        .unwrap();
         let new: String = Spi::get_one("SELECT gen_random_uuid()::text").unwrap().unwrap();
         Spi::run_with_args("SELECT voxanne.upsert_agent($1::uuid, 'asst_1')", &[new.as_str().into()]).unwrap();
         let out = call("SELECT voxanne.create_inbound_call('c1', 'asst_1')", &[]);

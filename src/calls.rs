@@ -11,7 +11,6 @@ use crate::error::VoxError;
 use crate::events::{CallCompleted, CallRef, CallStarted, CompletionSource};
 use crate::plans::{Statement, BOOL, NUMERIC, TEXT, TIMESTAMPTZ, UUID};
 
-
 static CREATE: Statement = Statement {
     sql: include_str!("../sql/queries/create_inbound_call.sql"),
     arg_types: &[TEXT, TEXT, TEXT, TEXT, TEXT, TEXT, TIMESTAMPTZ, TEXT, BOOL],
@@ -19,7 +18,23 @@ static CREATE: Statement = Statement {
 
 static COMPLETE: Statement = Statement {
     sql: include_str!("../sql/queries/complete_call.sql"),
-    arg_types: &[TEXT, TEXT, TEXT, TIMESTAMPTZ, TIMESTAMPTZ, NUMERIC, NUMERIC, TEXT, TEXT, TEXT, BOOL, TEXT, TEXT, TEXT, BOOL],
+    arg_types: &[
+        TEXT,
+        TEXT,
+        TEXT,
+        TIMESTAMPTZ,
+        TIMESTAMPTZ,
+        NUMERIC,
+        NUMERIC,
+        TEXT,
+        TEXT,
+        TEXT,
+        BOOL,
+        TEXT,
+        TEXT,
+        TEXT,
+        BOOL,
+    ],
 };
 
 /// A duplicate's statement wrote nothing and may not see the call (it can have been committed

@@ -18,26 +18,13 @@ pub enum VoxError {
     Empty { field: &'static str },
 
     #[error("{field} is {len} bytes long; the limit is {max}")]
-    TooLong {
-        field: &'static str,
-        len: usize,
-        max: usize,
-    },
+    TooLong { field: &'static str, len: usize, max: usize },
 
     #[error("{field} has invalid value '{value}': {reason}")]
-    Invalid {
-        field: &'static str,
-        value: String,
-        reason: &'static str,
-    },
+    Invalid { field: &'static str, value: String, reason: &'static str },
 
     #[error("{field} is out of range: {value} (allowed: {min} to {max})")]
-    OutOfRange {
-        field: &'static str,
-        value: String,
-        min: i64,
-        max: i64,
-    },
+    OutOfRange { field: &'static str, value: String, min: i64, max: i64 },
 
     #[error("{field} has the wrong JSON shape: {detail}")]
     WrongShape { field: &'static str, detail: String },

@@ -28,8 +28,7 @@ pub fn org_id_from_claims(claims: &str) -> Result<Option<Uuid>, VoxError> {
     if claims.trim().is_empty() {
         return Ok(None);
     }
-    let claims: Claims =
-        serde_json::from_str(claims).map_err(|e| VoxError::BadClaims { reason: e.to_string() })?;
+    let claims: Claims = serde_json::from_str(claims).map_err(|e| VoxError::BadClaims { reason: e.to_string() })?;
     let Some(org_id) = claims.app_metadata.and_then(|m| m.org_id) else {
         return Ok(None);
     };

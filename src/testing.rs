@@ -8,8 +8,7 @@ use pgrx::JsonB;
 /// A fresh org with one active agent for `assistant`; returns the org id as text.
 pub fn org_with_agent(assistant: &str) -> String {
     let org: String = Spi::get_one("SELECT pg_catalog.gen_random_uuid()::text").unwrap().unwrap();
-    Spi::run_with_args("SELECT voxanne.upsert_agent($1::uuid, $2)", &[org.as_str().into(), assistant.into()])
-        .unwrap();
+    Spi::run_with_args("SELECT voxanne.upsert_agent($1::uuid, $2)", &[org.as_str().into(), assistant.into()]).unwrap();
     org
 }
 

@@ -10,7 +10,6 @@ use crate::error::VoxError;
 use crate::events::{CallRef, TranscriptLine};
 use crate::plans::{Statement, BOOL, BYTEA, TEXT, TIMESTAMPTZ};
 
-
 static RECORD: Statement = Statement {
     sql: include_str!("../sql/queries/record_transcript.sql"),
     arg_types: &[TEXT, TEXT, TEXT, TEXT, TIMESTAMPTZ, TEXT, BYTEA, BOOL],
@@ -108,11 +107,15 @@ mod tests {
     #[pg_test]
     fn transcript_before_any_status_creates_the_call_and_is_kept() {
         let org = org_with_agent("asst_t");
-        let out = call(LINE, &["c1".into(), "asst_t".into(), "user".into(), "hello?".into(), "2026-01-01 10:00:00+00".into()]);
+        let out = call(
+            LINE,
+            &["c1".into(), "asst_t".into(), "user".into(), "hello?".into(), "2026-01-01 10:00:00+00".into()],
+        );
         assert_eq!(out["applied"], true);
         assert_eq!(lines_of(&org), 1);
         let status: Option<String> =
-            Spi::get_one_with_args("SELECT status FROM voxanne.calls WHERE org_id = $1::uuid", &[org.as_str().into()]).unwrap();
+            Spi::get_one_with_args("SELECT status FROM voxanne.calls WHERE org_id = $1::uuid", &[org.as_str().into()])
+                .unwrap();
         assert_eq!(status, None, "a transcript does not invent a status");
         // the first status then enriches the same row
         let started = call("SELECT voxanne.create_inbound_call('c1', 'asst_t')", &[]);
@@ -123,7 +126,8 @@ mod tests {
     #[pg_test]
     fn retry_of_the_same_line_is_a_duplicate() {
         let org = org_with_agent("asst_t");
-        let args = || vec!["c1".into(), "asst_t".into(), "user".into(), "book me in".into(), "2026-01-01 10:00:00+00".into()];
+        let args =
+            || vec!["c1".into(), "asst_t".into(), "user".into(), "book me in".into(), "2026-01-01 10:00:00+00".into()];
         let first = call(LINE, &args());
         let retry = call(LINE, &args());
         assert_eq!(first["applied"], true);
@@ -133,7 +137,10 @@ mod tests {
         assert_eq!(lines_of(&org), 1);
         assert_eq!(count("SELECT count(*) FROM voxanne.outbox WHERE org_id = $1::uuid", &[org.as_str().into()]), 1);
         assert_eq!(
-            count("SELECT count(*) FROM voxanne.processed_webhook_events WHERE org_id = $1::uuid", &[org.as_str().into()]),
+            count(
+                "SELECT count(*) FROM voxanne.processed_webhook_events WHERE org_id = $1::uuid",
+                &[org.as_str().into()]
+            ),
             0,
             "the content-hash key is the mark: no ledger row"
         );
@@ -161,8 +168,14 @@ mod tests {
     #[pg_test]
     fn partial_and_final_of_the_same_words_are_distinct_lines() {
         let org = org_with_agent("asst_t");
-        call("SELECT voxanne.record_transcript('c1', 'asst_t', 'user', 'hi', '2026-01-01 10:00:00+00', 'partial')", &[]);
-        let fin = call("SELECT voxanne.record_transcript('c1', 'asst_t', 'user', 'hi', '2026-01-01 10:00:00+00', 'final')", &[]);
+        call(
+            "SELECT voxanne.record_transcript('c1', 'asst_t', 'user', 'hi', '2026-01-01 10:00:00+00', 'partial')",
+            &[],
+        );
+        let fin = call(
+            "SELECT voxanne.record_transcript('c1', 'asst_t', 'user', 'hi', '2026-01-01 10:00:00+00', 'final')",
+            &[],
+        );
         assert_eq!(fin["applied"], true);
         assert_eq!(lines_of(&org), 2);
     }
@@ -172,7 +185,8 @@ mod tests {
         let org_a = org_with_agent("asst_a");
         let org_b = org_with_agent("asst_b");
         for asst in ["asst_a", "asst_b"] {
-            let out = call(LINE, &["c1".into(), asst.into(), "user".into(), "hi".into(), "2026-01-01 10:00:00+00".into()]);
+            let out =
+                call(LINE, &["c1".into(), asst.into(), "user".into(), "hi".into(), "2026-01-01 10:00:00+00".into()]);
             assert_eq!(out["applied"], true);
         }
         assert_eq!((lines_of(&org_a), lines_of(&org_b)), (1, 1));

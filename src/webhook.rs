@@ -8,10 +8,10 @@ use std::ffi::CStr;
 
 use pgrx::callconv::{Arg, ArgAbi};
 use pgrx::datum::{AnyNumeric, FromDatum, TimestampWithTimeZone, Uuid};
+use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::pgrx_sql_entity_graph::metadata::{
     ArgumentError, ReturnsError, ReturnsRef, SqlMappingRef, SqlTranslatable, TypeOrigin,
 };
-use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 use pgrx::JsonB;
 use serde::de::DeserializeOwned;
@@ -190,15 +190,36 @@ fn parse<T: DeserializeOwned>(body: &str) -> Result<T, VoxError> {
 /// The JSON paths error messages can name. Static, because VoxError fields are.
 fn path_field(path: &str) -> &'static str {
     const KNOWN: &[&str] = &[
-        "message", "message.type", "message.timestamp", "message.call", "message.call.id",
-        "message.call.assistantId", "message.call.type", "message.call.customer",
-        "message.call.customer.number", "message.call.phoneNumberId", "message.assistant",
-        "message.assistant.id", "message.status", "message.endedReason", "message.startedAt",
-        "message.endedAt", "message.cost", "message.durationSeconds", "message.analysis",
-        "message.analysis.summary", "message.artifact", "message.artifact.transcript",
-        "message.artifact.recordingUrl", "message.artifact.recording",
-        "message.artifact.recording.mono", "message.artifact.recording.mono.combinedUrl",
-        "message.transcript", "message.summary", "message.recordingUrl", "message.role",
+        "message",
+        "message.type",
+        "message.timestamp",
+        "message.call",
+        "message.call.id",
+        "message.call.assistantId",
+        "message.call.type",
+        "message.call.customer",
+        "message.call.customer.number",
+        "message.call.phoneNumberId",
+        "message.assistant",
+        "message.assistant.id",
+        "message.status",
+        "message.endedReason",
+        "message.startedAt",
+        "message.endedAt",
+        "message.cost",
+        "message.durationSeconds",
+        "message.analysis",
+        "message.analysis.summary",
+        "message.artifact",
+        "message.artifact.transcript",
+        "message.artifact.recordingUrl",
+        "message.artifact.recording",
+        "message.artifact.recording.mono",
+        "message.artifact.recording.mono.combinedUrl",
+        "message.transcript",
+        "message.summary",
+        "message.recordingUrl",
+        "message.role",
         "message.transcriptType",
     ];
     KNOWN.iter().find(|k| **k == path).copied().unwrap_or("message")
@@ -230,7 +251,8 @@ fn json_path(field: &'static str) -> &'static str {
 }
 
 fn micros_to_timestamp(field: &'static str, shown: &str, unix_micros: i64) -> Result<TimestampWithTimeZone, VoxError> {
-    let pg_micros = unix_micros.checked_sub(PG_EPOCH_OFFSET_MICROS).ok_or_else(|| VoxError::bad_timestamp(field, shown))?;
+    let pg_micros =
+        unix_micros.checked_sub(PG_EPOCH_OFFSET_MICROS).ok_or_else(|| VoxError::bad_timestamp(field, shown))?;
     TimestampWithTimeZone::try_from(pg_micros).map_err(|_| VoxError::bad_timestamp(field, shown))
 }
 
@@ -275,19 +297,18 @@ fn call_ids(common: &Common) -> Result<(String, String), VoxError> {
     let call = common.call.as_ref().ok_or(VoxError::Missing { field: "message.call" })?;
     let id = call.id.clone().ok_or(VoxError::Missing { field: "message.call.id" })?;
     let non_empty = |s: &Option<String>| s.clone().filter(|s| !s.is_empty());
-    let assistant = match non_empty(&call.assistant_id)
-        .or_else(|| common.assistant.as_ref().and_then(|a| non_empty(&a.id)))
-    {
-        Some(a) => a,
-        None => {
-            // no assistant anywhere and no phone number to find one by
-            let phone = non_empty(&call.phone_number_id).ok_or(VoxError::Missing { field: "message.call.assistantId" })?;
-            let found: Option<String> = Spi::connect_mut(|client| {
-                ASSISTANT_BY_PHONE.first_value(client, &[phone.as_str().into()])
-            })?;
-            found.ok_or_else(|| VoxError::unknown_agent("message.call.phoneNumberId", &phone))?
-        }
-    };
+    let assistant =
+        match non_empty(&call.assistant_id).or_else(|| common.assistant.as_ref().and_then(|a| non_empty(&a.id))) {
+            Some(a) => a,
+            None => {
+                // no assistant anywhere and no phone number to find one by
+                let phone =
+                    non_empty(&call.phone_number_id).ok_or(VoxError::Missing { field: "message.call.assistantId" })?;
+                let found: Option<String> =
+                    Spi::connect_mut(|client| ASSISTANT_BY_PHONE.first_value(client, &[phone.as_str().into()]))?;
+                found.ok_or_else(|| VoxError::unknown_agent("message.call.phoneNumberId", &phone))?
+            }
+        };
     Ok((id, assistant))
 }
 
@@ -312,7 +333,16 @@ fn status_update(body: &str) -> Result<serde_json::Value, VoxError> {
     let status = msg.status.as_deref().ok_or(VoxError::Missing { field: "p_status" })?;
     if status == "ended" {
         let event = CallCompleted::new(
-            call, msg.ended_reason.as_deref(), None, at, None, None, None, None, None, Some("status-update"),
+            call,
+            msg.ended_reason.as_deref(),
+            None,
+            at,
+            None,
+            None,
+            None,
+            None,
+            None,
+            Some("status-update"),
         )?;
         return Ok(end_call(event)?.to_json().0);
     }
@@ -365,14 +395,21 @@ fn end_of_call_report(body: &str) -> Result<serde_json::Value, VoxError> {
 fn transcript(body: &str, kind: &str) -> Result<serde_json::Value, VoxError> {
     let (common, msg): (Common, Transcript) = (parse(body)?, parse(body)?);
     // `transcript[transcriptType="final"]` carries the type in its name
-    let transcript_type = msg.transcript_type.as_deref().unwrap_or(if kind.contains("final") { "final" } else { "partial" });
+    let transcript_type =
+        msg.transcript_type.as_deref().unwrap_or(if kind.contains("final") { "final" } else { "partial" });
     if transcript_type == "partial" {
         return Ok(acknowledge("transcript[partial]"));
     }
     let (id, assistant) = call_ids(&common)?;
     let call = CallRef::new(Some(&id), Some(&assistant))?;
     let spoken_at = common.timestamp.as_ref().ok_or(VoxError::Missing { field: "message.timestamp" })?.resolve()?;
-    let line = TranscriptLine::new(call, msg.role.as_deref(), msg.transcript.as_deref(), Some(spoken_at), Some(transcript_type))?;
+    let line = TranscriptLine::new(
+        call,
+        msg.role.as_deref(),
+        msg.transcript.as_deref(),
+        Some(spoken_at),
+        Some(transcript_type),
+    )?;
     Ok(record(&line)?.to_json(&line).0)
 }
 
@@ -445,7 +482,14 @@ fn record_rejected_event(
         };
         INSERT_REJECTED.first_value(
             client,
-            &[org.into(), body.into(), sqlstate.into(), message.into(), kind.as_deref().into(), vapi_call_id.as_deref().into()],
+            &[
+                org.into(),
+                body.into(),
+                sqlstate.into(),
+                message.into(),
+                kind.as_deref().into(),
+                vapi_call_id.as_deref().into(),
+            ],
         )
     })
     .map_err(VoxError::from)?;
@@ -502,7 +546,9 @@ mod tests {
         assert_eq!(out["message_type"], "status-update");
         assert_eq!(out["org_id"], org.as_str());
         assert_eq!(call_row(&org, CALL_ID), "ringing|inboundPhoneCall|+15551230001|pn_fixture");
-        let at: String = Spi::get_one("SELECT payload->>'occurred_at' FROM voxanne.outbox ORDER BY id DESC LIMIT 1").unwrap().unwrap();
+        let at: String = Spi::get_one("SELECT payload->>'occurred_at' FROM voxanne.outbox ORDER BY id DESC LIMIT 1")
+            .unwrap()
+            .unwrap();
         assert_eq!(at, "2026-11-25T10:00:00+00:00");
     }
 
@@ -603,27 +649,88 @@ mod tests {
             (r#"{}"#, "22004", "message must not be null"),
             (r#"{"message":{}}"#, "22004", "message.type must not be null"),
             (r#"{"message":{"type":"status-update","status":"ringing"}}"#, "22004", "message.call must not be null"),
-            (r#"{"message":{"type":"status-update","status":"ringing","call":{"assistantId":"asst_fixture"}}}"#, "22004", "message.call.id"),
-            (r#"{"message":{"type":"status-update","status":"ringing","call":{"id":42,"assistantId":"asst_fixture"}}}"#, "22023", "message.call.id has the wrong JSON shape"),
-            (r#"{"message":{"type":"status-update","status":"dialing","call":{"id":"c","assistantId":"asst_fixture"}}}"#, "22023", "message.status has invalid value 'dialing'"),
-            (r#"{"message":{"type":"status-update","status":"ringing","timestamp":"yesterday","call":{"id":"c","assistantId":"asst_fixture"}}}"#, "22007", "message.timestamp"),
-            (r#"{"message":{"type":"status-update","status":"ringing","timestamp":1e300,"call":{"id":"c","assistantId":"asst_fixture"}}}"#, "22007", "message.timestamp"),
-            (r#"{"message":{"type":"status-update","status":"ringing","call":{"id":"c","assistantId":"asst_nobody"}}}"#, "42704", "message.call.assistantId 'asst_nobody'"),
-            (r#"{"message":{"type":"status-update","status":"ringing","call":{"id":"c"}}}"#, "22004", "message.call.assistantId"),
-            (r#"{"message":{"type":"status-update","status":"ringing","call":{"id":"c","phoneNumberId":"pn_nobody"}}}"#, "42704", "message.call.phoneNumberId 'pn_nobody'"),
-            (r#"{"message":{"type":"transcript","transcriptType":"final","role":"user","transcript":"hi","call":{"id":"c","assistantId":"asst_fixture"}}}"#, "22004", "message.timestamp"),
-            (r#"{"message":{"type":"transcript","transcriptType":"final","role":"robot","transcript":"hi","timestamp":1,"call":{"id":"c","assistantId":"asst_fixture"}}}"#, "22023", "message.role"),
-            (r#"{"message":{"type":"end-of-call-report","cost":-3,"call":{"id":"c","assistantId":"asst_fixture"}}}"#, "22003", "message.cost"),
-            (r#"{"message":{"type":"end-of-call-report","startedAt":"2026-13-45T99:00:00Z","call":{"id":"c","assistantId":"asst_fixture"}}}"#, "22007", "message.startedAt"),
-            (r#"{"message":{"type":"end-of-call-report","artifact":{"recordingUrl":"ftp://x"},"call":{"id":"c","assistantId":"asst_fixture"}}}"#, "22023", "message.artifact.recordingUrl"),
-            (r#"{"message":{"type":"end-of-call-report","cost":1e400,"call":{"id":"c","assistantId":"asst_fixture"}}}"#, "22023", "message.cost has the wrong JSON shape"),
-            (r#"{"message":{"type":"status-update","status":"ringing","timestamp":1e400,"call":{"id":"c","assistantId":"asst_fixture"}}}"#, "22023", "message.timestamp"),
+            (
+                r#"{"message":{"type":"status-update","status":"ringing","call":{"assistantId":"asst_fixture"}}}"#,
+                "22004",
+                "message.call.id",
+            ),
+            (
+                r#"{"message":{"type":"status-update","status":"ringing","call":{"id":42,"assistantId":"asst_fixture"}}}"#,
+                "22023",
+                "message.call.id has the wrong JSON shape",
+            ),
+            (
+                r#"{"message":{"type":"status-update","status":"dialing","call":{"id":"c","assistantId":"asst_fixture"}}}"#,
+                "22023",
+                "message.status has invalid value 'dialing'",
+            ),
+            (
+                r#"{"message":{"type":"status-update","status":"ringing","timestamp":"yesterday","call":{"id":"c","assistantId":"asst_fixture"}}}"#,
+                "22007",
+                "message.timestamp",
+            ),
+            (
+                r#"{"message":{"type":"status-update","status":"ringing","timestamp":1e300,"call":{"id":"c","assistantId":"asst_fixture"}}}"#,
+                "22007",
+                "message.timestamp",
+            ),
+            (
+                r#"{"message":{"type":"status-update","status":"ringing","call":{"id":"c","assistantId":"asst_nobody"}}}"#,
+                "42704",
+                "message.call.assistantId 'asst_nobody'",
+            ),
+            (
+                r#"{"message":{"type":"status-update","status":"ringing","call":{"id":"c"}}}"#,
+                "22004",
+                "message.call.assistantId",
+            ),
+            (
+                r#"{"message":{"type":"status-update","status":"ringing","call":{"id":"c","phoneNumberId":"pn_nobody"}}}"#,
+                "42704",
+                "message.call.phoneNumberId 'pn_nobody'",
+            ),
+            (
+                r#"{"message":{"type":"transcript","transcriptType":"final","role":"user","transcript":"hi","call":{"id":"c","assistantId":"asst_fixture"}}}"#,
+                "22004",
+                "message.timestamp",
+            ),
+            (
+                r#"{"message":{"type":"transcript","transcriptType":"final","role":"robot","transcript":"hi","timestamp":1,"call":{"id":"c","assistantId":"asst_fixture"}}}"#,
+                "22023",
+                "message.role",
+            ),
+            (
+                r#"{"message":{"type":"end-of-call-report","cost":-3,"call":{"id":"c","assistantId":"asst_fixture"}}}"#,
+                "22003",
+                "message.cost",
+            ),
+            (
+                r#"{"message":{"type":"end-of-call-report","startedAt":"2026-13-45T99:00:00Z","call":{"id":"c","assistantId":"asst_fixture"}}}"#,
+                "22007",
+                "message.startedAt",
+            ),
+            (
+                r#"{"message":{"type":"end-of-call-report","artifact":{"recordingUrl":"ftp://x"},"call":{"id":"c","assistantId":"asst_fixture"}}}"#,
+                "22023",
+                "message.artifact.recordingUrl",
+            ),
+            (
+                r#"{"message":{"type":"end-of-call-report","cost":1e400,"call":{"id":"c","assistantId":"asst_fixture"}}}"#,
+                "22023",
+                "message.cost has the wrong JSON shape",
+            ),
+            (
+                r#"{"message":{"type":"status-update","status":"ringing","timestamp":1e400,"call":{"id":"c","assistantId":"asst_fixture"}}}"#,
+                "22023",
+                "message.timestamp",
+            ),
         ];
         // nesting deeper than serde_json::Value allows, in a part nobody reads, is skipped
         let deep = format!(r#"{{"message":{{"type":"speech-update","x":{}{}}}}}"#, "[".repeat(500), "]".repeat(500));
         assert_eq!(handle(&deep)["ignored"], "speech-update");
         for (body, code, text) in cases {
-            let err = error_of(&format!("SELECT voxanne.handle_vapi_message({}::jsonb)", pgrx::spi::quote_literal(body)));
+            let err =
+                error_of(&format!("SELECT voxanne.handle_vapi_message({}::jsonb)", pgrx::spi::quote_literal(body)));
             assert!(err.starts_with(code) && err.contains(text), "{body}\n  expected {code} '{text}', got: {err}");
         }
         assert_eq!(rows_of_org(&org), 0);
@@ -650,6 +757,9 @@ mod tests {
         // a body that is not even JSON (or holds \u0000, which jsonb refuses) is kept too, with no org
         let junk = r#"{"message": "\u0000 not json"#;
         Spi::run_with_args("SELECT voxanne.record_rejected_event($1, '22P02')", &[junk.into()]).unwrap();
-        assert_eq!(count("SELECT count(*) FROM voxanne.rejected_events WHERE org_id IS NULL AND body = $1", &[junk.into()]), 1);
+        assert_eq!(
+            count("SELECT count(*) FROM voxanne.rejected_events WHERE org_id IS NULL AND body = $1", &[junk.into()]),
+            1
+        );
     }
 }

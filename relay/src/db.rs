@@ -261,7 +261,8 @@ mod tests {
         {
             assert_eq!(classify_sqlstate(code), Class::Permanent, "{code}");
         }
-        for code in ["40001", "40P01", "55P03", "57014", "53300", "57P01", "57P02", "57P03", "08006", "08003", "08001"] {
+        for code in ["40001", "40P01", "55P03", "57014", "53300", "57P01", "57P02", "57P03", "08006", "08003", "08001"]
+        {
             assert_eq!(classify_sqlstate(code), Class::Transient, "{code}");
         }
         // unique violations, permission problems, missing functions, XX000

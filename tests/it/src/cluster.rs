@@ -46,15 +46,9 @@ fn ok(args: &[&str]) -> String {
 impl PrivateCluster {
     /// initdb, start, and create database `vx` with `voxanne_ext`.
     pub async fn create(tag: &str) -> Self {
-        let dir = PathBuf::from(format!(
-            "/tmp/voxanne-it-{tag}-{}",
-            uuid::Uuid::new_v4().simple()
-        ));
+        let dir = PathBuf::from(format!("/tmp/voxanne-it-{tag}-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).expect("cluster dir");
-        let status = Command::new("chown")
-            .args(["postgres:", dir.to_str().unwrap()])
-            .status()
-            .expect("chown");
+        let status = Command::new("chown").args(["postgres:", dir.to_str().unwrap()]).status().expect("chown");
         assert!(status.success(), "chown {}", dir.display());
         let data = dir.join("data");
         let log = dir.join("postgres.log");
@@ -80,32 +74,17 @@ impl PrivateCluster {
         let mut existing = std::fs::read_to_string(data.join("postgresql.conf")).unwrap();
         existing.push_str(&conf);
         std::fs::write(data.join("postgresql.conf"), existing).unwrap();
-        let mut me = Self {
-            dir,
-            data,
-            port,
-            log,
-            dbname: "vx".into(),
-            running: false,
-        };
+        let mut me = Self { dir, data, port, log, dbname: "vx".into(), running: false };
         me.start();
         let admin = me.connect_db("postgres").await;
-        admin
-            .batch_execute("CREATE DATABASE vx")
-            .await
-            .expect("CREATE DATABASE vx");
+        admin.batch_execute("CREATE DATABASE vx").await.expect("CREATE DATABASE vx");
         let db = me.connect().await;
-        db.batch_execute("CREATE EXTENSION voxanne_ext")
-            .await
-            .expect("CREATE EXTENSION voxanne_ext");
+        db.batch_execute("CREATE EXTENSION voxanne_ext").await.expect("CREATE EXTENSION voxanne_ext");
         me
     }
 
     pub fn url_for(&self, dbname: &str) -> String {
-        format!(
-            "host=127.0.0.1 port={} user=postgres dbname={dbname} connect_timeout=5",
-            self.port
-        )
+        format!("host=127.0.0.1 port={} user=postgres dbname={dbname} connect_timeout=5", self.port)
     }
 
     /// libpq key=value connection string of database `vx`.
@@ -174,24 +153,13 @@ impl PrivateCluster {
     /// `pg_ctl stop -m immediate`: every process quits at once, no checkpoint; the next start
     /// runs crash recovery from the WAL.
     pub fn stop_immediate(&mut self) {
-        ok(&[
-            &format!("{PG_BIN}/pg_ctl"),
-            "-D",
-            self.data.to_str().unwrap(),
-            "-m",
-            "immediate",
-            "-w",
-            "stop",
-        ]);
+        ok(&[&format!("{PG_BIN}/pg_ctl"), "-D", self.data.to_str().unwrap(), "-m", "immediate", "-w", "stop"]);
         self.running = false;
     }
 
     /// SIGKILL one backend of this cluster (never the dev cluster's).
     pub fn kill9(&self, pid: i32) {
-        let status = Command::new("kill")
-            .args(["-9", &pid.to_string()])
-            .status()
-            .expect("kill -9");
+        let status = Command::new("kill").args(["-9", &pid.to_string()]).status().expect("kill -9");
         assert!(status.success(), "kill -9 {pid}");
     }
 

@@ -16,10 +16,7 @@ use serde_json::{json, Value};
 
 /// `VOXANNE_LONG=1` selects the long variants (≥ 100,000 fuzz cases, more rounds, more kills).
 pub fn long() -> bool {
-    matches!(
-        std::env::var("VOXANNE_LONG").as_deref(),
-        Ok("1") | Ok("true") | Ok("yes")
-    )
+    matches!(std::env::var("VOXANNE_LONG").as_deref(), Ok("1") | Ok("true") | Ok("yes"))
 }
 
 /// `ci` in a normal run, `long` with `VOXANNE_LONG=1`.
@@ -34,25 +31,18 @@ pub fn scale(ci: usize, long_run: usize) -> usize {
 /// The seed of the randomised tests: `VOXANNE_SEED` (decimal) or a fixed default, so a CI run
 /// is reproducible and a failing seed can be replayed.
 pub fn seed(default: u64) -> u64 {
-    std::env::var("VOXANNE_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(default)
+    std::env::var("VOXANNE_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(default)
 }
 
 /// The workspace root (tests/it/../..).
 pub fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .expect("workspace root")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("workspace root")
 }
 
 /// Where the figures of a run are collected.
 pub fn figures_dir() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"));
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("target"));
     target.join("voxanne-reliability")
 }
 
@@ -61,9 +51,7 @@ pub fn figures_file() -> PathBuf {
 }
 
 /// The kinds of "must be zero" figures, in report order.
-pub const ZERO_FIGURES: [&str; 7] = [
-    "lost", "doubled", "partial", "leaks", "panics", "crashes", "errors",
-];
+pub const ZERO_FIGURES: [&str; 7] = ["lost", "doubled", "partial", "leaks", "panics", "crashes", "errors"];
 
 /// What one test did. The "must be zero" figures: `lost` (an acknowledged effect missing),
 /// `doubled` (an effect written twice), `partial` (rows of a failed or killed transaction, or
@@ -113,13 +101,7 @@ impl Figures {
         *self.zero.get_mut(kind).unwrap() += 1;
         // the first few of each kind
         let prefix = format!("{kind}: ");
-        if self
-            .examples
-            .iter()
-            .filter(|e| e.starts_with(&prefix))
-            .count()
-            < 4
-        {
+        if self.examples.iter().filter(|e| e.starts_with(&prefix)).count() < 4 {
             let mut e: String = example.into();
             if e.len() > 600 {
                 let mut end = 600;
@@ -164,30 +146,15 @@ impl Figures {
         let record = self.to_json();
         let dir = figures_dir();
         std::fs::create_dir_all(&dir).expect("create the figures directory");
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(figures_file())
-            .expect("open the figures file");
+        let mut file =
+            std::fs::OpenOptions::new().create(true).append(true).open(figures_file()).expect("open the figures file");
         // One write of one line: appends of concurrent writers do not interleave.
         let mut line = record.to_string();
         line.push('\n');
-        file.write_all(line.as_bytes())
-            .expect("append to the figures file");
+        file.write_all(line.as_bytes()).expect("append to the figures file");
         eprintln!("figures {}", serde_json::to_string_pretty(&record).unwrap());
-        let bad: Vec<String> = self
-            .zero
-            .iter()
-            .filter(|(_, n)| **n > 0)
-            .map(|(k, n)| format!("{k} = {n}"))
-            .collect();
-        assert!(
-            bad.is_empty(),
-            "{}: {} (examples: {:#?})",
-            self.name,
-            bad.join(", "),
-            self.examples
-        );
+        let bad: Vec<String> = self.zero.iter().filter(|(_, n)| **n > 0).map(|(k, n)| format!("{k} = {n}")).collect();
+        assert!(bad.is_empty(), "{}: {} (examples: {:#?})", self.name, bad.join(", "), self.examples);
     }
 }
 

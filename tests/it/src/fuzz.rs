@@ -117,9 +117,7 @@ fn wrong_type() -> BoxedStrategy<Value> {
         Just(Value::Null),
         any::<bool>().prop_map(Value::from),
         any::<i64>().prop_map(Value::from),
-        any::<f64>()
-            .prop_filter("finite", |f| f.is_finite())
-            .prop_map(Value::from),
+        any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(Value::from),
         Just(json!([])),
         Just(json!({})),
         Just(json!([1, "two", null])),
@@ -146,30 +144,17 @@ fn nasty_text() -> BoxedStrategy<Value> {
 /// A few ordinary words (a regex strategy is ten times slower to generate in a debug build).
 fn words() -> BoxedStrategy<Value> {
     const WORDS: &[&str] = &[
-        "hello", "I'd", "like", "to", "book", "a", "cleaning", "on", "Tuesday", "at", "3pm,",
-        "please.", "Sure!", "what", "time", "works?", "O'Brien", "isn't", "here", "—", "ok", "bye",
+        "hello", "I'd", "like", "to", "book", "a", "cleaning", "on", "Tuesday", "at", "3pm,", "please.", "Sure!",
+        "what", "time", "works?", "O'Brien", "isn't", "here", "—", "ok", "bye",
     ];
-    proptest::collection::vec(select(WORDS), 1..14)
-        .prop_map(|w| Value::from(w.join(" ")))
-        .boxed()
+    proptest::collection::vec(select(WORDS), 1..14).prop_map(|w| Value::from(w.join(" "))).boxed()
 }
 
 /// Bad numbers for cost, duration and timestamps.
 fn nasty_number() -> BoxedStrategy<Value> {
     prop_oneof![
-        select(vec![
-            -1.0f64,
-            -0.01,
-            604_801.0,
-            1_000_000.01,
-            1e15,
-            1e300,
-            -1e300,
-            5e-324,
-            f64::MAX,
-            f64::MIN
-        ])
-        .prop_map(Value::from),
+        select(vec![-1.0f64, -0.01, 604_801.0, 1_000_000.01, 1e15, 1e300, -1e300, 5e-324, f64::MAX, f64::MIN])
+            .prop_map(Value::from),
         select(vec![i64::MIN, i64::MAX, -1, 0]).prop_map(Value::from),
         Just(Value::from(u64::MAX)),
         Just(Value::from("12.5")),
@@ -229,9 +214,7 @@ fn any_json() -> BoxedStrategy<Value> {
         prop_oneof![
             proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
             proptest::collection::btree_map(
-                select(vec![
-                    "a", "b", "id", "org_id", "orgId", "message", "call", "ünï", ""
-                ]),
+                select(vec!["a", "b", "id", "org_id", "orgId", "message", "call", "ünï", ""]),
                 inner,
                 0..4
             )
@@ -245,23 +228,10 @@ fn extras() -> BoxedStrategy<Vec<(String, Value)>> {
     proptest::collection::vec(
         (
             prop_oneof![
-                select(vec![
-                    "org_id",
-                    "orgId",
-                    "tenant",
-                    "__proto__",
-                    "constructor",
-                    "ünïcödé",
-                    "",
-                    "message",
-                    "type"
-                ])
-                .prop_map(String::from),
-                proptest::collection::vec(
-                    select(vec!["a", "x", "call", "id", "Z", "9", "_"]),
-                    1..6
-                )
-                .prop_map(|p| p.concat()),
+                select(vec!["org_id", "orgId", "tenant", "__proto__", "constructor", "ünïcödé", "", "message", "type"])
+                    .prop_map(String::from),
+                proptest::collection::vec(select(vec!["a", "x", "call", "id", "Z", "9", "_"]), 1..6)
+                    .prop_map(|p| p.concat()),
                 Just(huge(300, "k")),
             ],
             prop_oneof![40 => any_json(), 1 => (0..raw_fragments().len()).prop_map(raw)],
@@ -290,20 +260,13 @@ fn call(ctx: &Ctx) -> BoxedStrategy<Value> {
         1 => Just(Value::from("pn_nobody_has_this")),
     ]
     .boxed();
-    let call_type = select(vec!["inboundPhoneCall", "outboundPhoneCall", "webCall"])
-        .prop_map(Value::from)
-        .boxed();
-    let number = select(vec!["+15551230001", "+442071234567", "0", "not a number"])
-        .prop_map(Value::from)
-        .boxed();
+    let call_type = select(vec!["inboundPhoneCall", "outboundPhoneCall", "webCall"]).prop_map(Value::from).boxed();
+    let number = select(vec!["+15551230001", "+442071234567", "0", "not a number"]).prop_map(Value::from).boxed();
     (
         field(ids, nasty_text()),
         field(assistant, nasty_text()),
         field(call_type, nasty_text()),
-        field(
-            number.prop_map(|n| json!({ "number": n })).boxed(),
-            nasty_text(),
-        ),
+        field(number.prop_map(|n| json!({ "number": n })).boxed(), nasty_text()),
         field(phone, nasty_text()),
         extras(),
     )
@@ -349,12 +312,8 @@ pub fn message(ctx: &Ctx) -> BoxedStrategy<String> {
     ])
     .prop_map(Value::from)
     .boxed();
-    let role = select(vec!["user", "assistant", "bot", "system", "USER"])
-        .prop_map(Value::from)
-        .boxed();
-    let ttype = select(vec!["final", "partial", "draft", "FINAL"])
-        .prop_map(Value::from)
-        .boxed();
+    let role = select(vec!["user", "assistant", "bot", "system", "USER"]).prop_map(Value::from).boxed();
+    let ttype = select(vec!["final", "partial", "draft", "FINAL"]).prop_map(Value::from).boxed();
     let words = prop_oneof![
         4 => words(),
         1 => select(UNICODE).prop_map(Value::from),
@@ -370,13 +329,10 @@ pub fn message(ctx: &Ctx) -> BoxedStrategy<String> {
     ])
     .prop_map(Value::from)
     .boxed();
-    let money = prop_oneof![4 => (0.0f64..100.0).prop_map(Value::from), 1 => (0i64..1000).prop_map(Value::from)].boxed();
-    let duration =
-        prop_oneof![4 => (0.0f64..7200.0).prop_map(Value::from), 1 => Just(Value::from(604_800))]
-            .boxed();
-    let iso = (0i64..86_400_000)
-        .prop_map(|d| Value::from(crate::vapi::iso(crate::vapi::T0_MS + d)))
-        .boxed();
+    let money =
+        prop_oneof![4 => (0.0f64..100.0).prop_map(Value::from), 1 => (0i64..1000).prop_map(Value::from)].boxed();
+    let duration = prop_oneof![4 => (0.0f64..7200.0).prop_map(Value::from), 1 => Just(Value::from(604_800))].boxed();
+    let iso = (0i64..86_400_000).prop_map(|d| Value::from(crate::vapi::iso(crate::vapi::T0_MS + d))).boxed();
     let big_text = prop_oneof![
         80 => words.clone(),
         1 => select(vec![1024 * 1024 + 1, 200_000]).prop_map(|n| Value::from(huge(n, "t"))),
@@ -399,14 +355,9 @@ pub fn message(ctx: &Ctx) -> BoxedStrategy<String> {
             field(iso, timestamp()),
             field(money, nasty_number()),
             field(duration, nasty_number()),
+            field(words.clone().prop_map(|s| json!({ "summary": s })).boxed(), wrong_type()),
             field(
-                words.clone().prop_map(|s| json!({ "summary": s })).boxed(),
-                wrong_type(),
-            ),
-            field(
-                (big_text, url.clone())
-                    .prop_map(|(t, u)| json!({"transcript": t, "recordingUrl": u}))
-                    .boxed(),
+                (big_text, url.clone()).prop_map(|(t, u)| json!({"transcript": t, "recordingUrl": u})).boxed(),
                 wrong_type(),
             ),
             field(url, nasty_text()),
@@ -450,13 +401,7 @@ pub fn message(ctx: &Ctx) -> BoxedStrategy<String> {
                 }
                 // rarely, a number beyond f64, a lone surrogate or deep nesting in a field
                 if let Some(i) = fragment {
-                    let field = [
-                        "timestamp",
-                        "cost",
-                        "durationSeconds",
-                        "transcript",
-                        "extra",
-                    ][i % 5];
+                    let field = ["timestamp", "cost", "durationSeconds", "transcript", "extra"][i % 5];
                     m.insert(field.into(), raw(i));
                 }
                 let body = match envelope {
@@ -491,14 +436,8 @@ pub fn fixtures(ctx: &Ctx) -> Vec<(String, Value)> {
         let text = text
             .replace("asst_fixture", &ctx.assistant)
             .replace("pn_fixture", &ctx.phone)
-            .replace(
-                "2f6d4c1e-0b8a-4d51-9a57-0f3c9e1b7a10",
-                &ctx.calls[i % ctx.calls.len()],
-            )
-            .replace(
-                "7c1e9a2b-5d3f-4e60-8a71-b2c3d4e5f607",
-                &ctx.calls[(i + 1) % ctx.calls.len()],
-            );
+            .replace("2f6d4c1e-0b8a-4d51-9a57-0f3c9e1b7a10", &ctx.calls[i % ctx.calls.len()])
+            .replace("7c1e9a2b-5d3f-4e60-8a71-b2c3d4e5f607", &ctx.calls[(i + 1) % ctx.calls.len()]);
         let name = path.file_stem().unwrap().to_string_lossy().into_owned();
         out.push((name, serde_json::from_str(&text).unwrap()));
     }
@@ -563,15 +502,9 @@ fn replacement(rng: &mut Rng, ctx: &Ctx, old: &Value) -> Value {
             Value::String(s) => Value::from(s.chars().rev().collect::<String>()),
             _ => Value::from(ctx.calls[rng.below(ctx.calls.len())].clone()),
         },
-        13 => Value::from(*rng.pick(&[
-            "yesterday",
-            "2026-13-45T99:00:00Z",
-            "ended",
-            "final",
-            "partial",
-            "user",
-            "robot",
-        ])),
+        13 => {
+            Value::from(*rng.pick(&["yesterday", "2026-13-45T99:00:00Z", "ended", "final", "partial", "user", "robot"]))
+        }
         14 => Value::from(ctx.calls[rng.below(ctx.calls.len())].clone()),
         _ => json!({}),
     }
@@ -595,9 +528,7 @@ pub fn mutate(rng: &mut Rng, ctx: &Ctx, base: &Value) -> String {
             // add an extra field
             1 => {
                 if let Some(Value::Object(m)) = at_mut(&mut v, &path) {
-                    let key = rng
-                        .pick(&["org_id", "orgId", "extra", "ünï", "", "id", "type"])
-                        .to_string();
+                    let key = rng.pick(&["org_id", "orgId", "extra", "ünï", "", "id", "type"]).to_string();
                     m.insert(key, replacement(rng, ctx, &Value::Null));
                 }
             }

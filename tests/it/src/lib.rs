@@ -61,10 +61,7 @@ pub async fn connect_as(user: &str) -> Client {
 }
 
 async fn connect_with(config: Config) -> Client {
-    let (client, connection) = config
-        .connect(NoTls)
-        .await
-        .unwrap_or_else(|e| panic!("connect: {e}"));
+    let (client, connection) = config.connect(NoTls).await.unwrap_or_else(|e| panic!("connect: {e}"));
     tokio::spawn(async move {
         let _ = connection.await;
     });
@@ -82,11 +79,7 @@ pub async fn connect_many(n: usize) -> Vec<Arc<Client>> {
 
 /// The backend pid serving `client`.
 pub async fn backend_pid(client: &Client) -> i32 {
-    client
-        .query_one("SELECT pg_catalog.pg_backend_pid()", &[])
-        .await
-        .expect("pg_backend_pid")
-        .get(0)
+    client.query_one("SELECT pg_catalog.pg_backend_pid()", &[]).await.expect("pg_backend_pid").get(0)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -117,10 +110,7 @@ pub struct Msg {
 
 impl Msg {
     pub fn new(function: &'static str) -> Self {
-        Self {
-            function,
-            args: Vec::new(),
-        }
+        Self { function, args: Vec::new() }
     }
 
     fn arg(mut self, name: &'static str, cast: &'static str, value: Param) -> Self {
@@ -138,11 +128,7 @@ impl Msg {
 
     /// A numeric argument, sent as its decimal text.
     pub fn numeric(self, name: &'static str, value: &str) -> Self {
-        self.arg(
-            name,
-            "text::pg_catalog.numeric",
-            Arc::new(value.to_string()),
-        )
+        self.arg(name, "text::pg_catalog.numeric", Arc::new(value.to_string()))
     }
 
     pub fn uuid(self, name: &'static str, value: Uuid) -> Self {
@@ -154,29 +140,18 @@ impl Msg {
     }
 
     pub fn interval(self, name: &'static str, value: &str) -> Self {
-        self.arg(
-            name,
-            "text::pg_catalog.interval",
-            Arc::new(value.to_string()),
-        )
+        self.arg(name, "text::pg_catalog.interval", Arc::new(value.to_string()))
     }
 
     /// `SELECT voxanne.f(p_a => $1::text, …)`
     pub fn sql(&self) -> String {
-        let args: Vec<String> = self
-            .args
-            .iter()
-            .enumerate()
-            .map(|(i, (name, cast, _))| format!("{name} => ${}::{cast}", i + 1))
-            .collect();
+        let args: Vec<String> =
+            self.args.iter().enumerate().map(|(i, (name, cast, _))| format!("{name} => ${}::{cast}", i + 1)).collect();
         format!("SELECT voxanne.{}({})", self.function, args.join(", "))
     }
 
     pub fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
-        self.args
-            .iter()
-            .map(|(_, _, p)| p.as_ref() as &(dyn ToSql + Sync))
-            .collect()
+        self.args.iter().map(|(_, _, p)| p.as_ref() as &(dyn ToSql + Sync)).collect()
     }
 
     /// Run the call and return its single result column as JSON.
@@ -186,9 +161,7 @@ impl Msg {
 
     /// Run the call and return its single result column.
     pub async fn call_scalar<T: for<'a> FromSql<'a>>(&self, client: &Client) -> Result<T, Error> {
-        let row = client
-            .query_one(self.sql().as_str(), &self.params())
-            .await?;
+        let row = client.query_one(self.sql().as_str(), &self.params()).await?;
         row.try_get(0)
     }
 
@@ -215,20 +188,10 @@ pub struct Outcome {
 
 impl Outcome {
     pub fn parse(v: &Value) -> Self {
-        let field = |k: &str| {
-            v.get(k)
-                .unwrap_or_else(|| panic!("result has no '{k}': {v}"))
-        };
-        let text = |k: &str| {
-            field(k)
-                .as_str()
-                .unwrap_or_else(|| panic!("'{k}' is not a string: {v}"))
-                .to_string()
-        };
+        let field = |k: &str| v.get(k).unwrap_or_else(|| panic!("result has no '{k}': {v}"));
+        let text = |k: &str| field(k).as_str().unwrap_or_else(|| panic!("'{k}' is not a string: {v}")).to_string();
         Self {
-            applied: field("applied")
-                .as_bool()
-                .unwrap_or_else(|| panic!("'applied' is not a bool: {v}")),
+            applied: field("applied").as_bool().unwrap_or_else(|| panic!("'applied' is not a bool: {v}")),
             outcome: text("outcome"),
             org_id: Uuid::parse_str(&text("org_id")).unwrap_or_else(|e| panic!("org_id: {e}: {v}")),
             call_id: field("call_id").as_i64(),
@@ -298,11 +261,7 @@ impl Org {
             .await
             .expect("upsert_agent")
             .get(0);
-        Self {
-            id,
-            assistant_id,
-            agent_id,
-        }
+        Self { id, assistant_id, agent_id }
     }
 
     /// A status message before the end (`create_inbound_call`).
@@ -321,13 +280,7 @@ impl Org {
     }
 
     /// One transcript line (`record_transcript`, type final).
-    pub fn transcript(
-        &self,
-        vapi_call_id: &str,
-        role: &str,
-        text: &str,
-        spoken_at: SystemTime,
-    ) -> Msg {
+    pub fn transcript(&self, vapi_call_id: &str, role: &str, text: &str, spoken_at: SystemTime) -> Msg {
         Msg::new("record_transcript")
             .text("p_vapi_call_id", vapi_call_id)
             .text("p_assistant_id", self.assistant_id.clone())
@@ -376,9 +329,7 @@ pub async fn race(clients: &[Arc<Client>], msgs: Vec<Msg>) -> Vec<Result<Outcome
         let barrier = Arc::clone(&barrier);
         tasks.push(tokio::spawn(async move {
             // The target list is evaluated left to right.
-            let sql = msg
-                .sql()
-                .replacen("SELECT ", "SELECT pg_catalog.statement_timestamp(), ", 1)
+            let sql = msg.sql().replacen("SELECT ", "SELECT pg_catalog.statement_timestamp(), ", 1)
                 + ", pg_catalog.clock_timestamp()";
             // Prepare first, so the race is only the execution. On a prepare error, still
             // reach the barrier so the others are not left waiting.
@@ -408,9 +359,7 @@ pub fn all_ok(results: Vec<Result<Outcome, Error>>, what: &str) -> Vec<Outcome> 
     results
         .into_iter()
         .enumerate()
-        .map(|(i, r)| {
-            r.unwrap_or_else(|e| panic!("{what}: client {i} got an error: {}", describe(&e)))
-        })
+        .map(|(i, r)| r.unwrap_or_else(|e| panic!("{what}: client {i} got an error: {}", describe(&e))))
         .collect()
 }
 
@@ -421,10 +370,7 @@ pub fn overlapping_the_winner(outcomes: &[Outcome]) -> usize {
         return 0;
     };
     let finished = winner.finished.expect("raced outcome");
-    outcomes
-        .iter()
-        .filter(|o| !std::ptr::eq(*o, winner) && o.received.expect("raced outcome") < finished)
-        .count()
+    outcomes.iter().filter(|o| !std::ptr::eq(*o, winner) && o.received.expect("raced outcome") < finished).count()
 }
 
 /// How real the races of a test were.
@@ -452,24 +398,14 @@ impl RaceStats {
             "{what}: {} of {} rounds had statements in flight with the applied one ({} in all)",
             self.contended_rounds, self.rounds, self.overlapping
         );
-        assert!(
-            self.contended_rounds > 0,
-            "{what}: no round really raced: {self:?}"
-        );
+        assert!(self.contended_rounds > 0, "{what}: no round really raced: {self:?}");
     }
 }
 
 /// How many pairs of statements of a race were executing at the same time on the server.
 pub fn overlapping_pairs(outcomes: &[Outcome]) -> usize {
-    let spans: Vec<_> = outcomes
-        .iter()
-        .map(|o| {
-            (
-                o.received.expect("raced outcome"),
-                o.finished.expect("raced outcome"),
-            )
-        })
-        .collect();
+    let spans: Vec<_> =
+        outcomes.iter().map(|o| (o.received.expect("raced outcome"), o.finished.expect("raced outcome"))).collect();
     let mut pairs = 0;
     for (i, a) in spans.iter().enumerate() {
         for b in &spans[i + 1..] {
@@ -487,9 +423,7 @@ pub fn describe(e: &Error) -> String {
             db.code().code(),
             db.severity(),
             db.message(),
-            db.detail()
-                .map(|d| format!(" (detail: {d})"))
-                .unwrap_or_default()
+            db.detail().map(|d| format!(" (detail: {d})")).unwrap_or_default()
         ),
         None => format!("{e:?}"),
     }
@@ -497,44 +431,19 @@ pub fn describe(e: &Error) -> String {
 
 /// Assert a race of identical messages: exactly one applied, every other one a duplicate, and
 /// all of them naming the same org, call and event.
-pub fn assert_one_applied_rest_duplicate(
-    outcomes: &[Outcome],
-    org: &Org,
-    vapi_call_id: &str,
-    what: &str,
-) {
+pub fn assert_one_applied_rest_duplicate(outcomes: &[Outcome], org: &Org, vapi_call_id: &str, what: &str) {
     let applied: Vec<&Outcome> = outcomes.iter().filter(|o| o.applied).collect();
     let duplicates = outcomes.iter().filter(|o| o.is_duplicate()).count();
     assert_eq!(applied.len(), 1, "{what}: applied responses: {outcomes:#?}");
-    assert_eq!(
-        applied[0].outcome, "applied",
-        "{what}: {:?}",
-        applied[0].raw
-    );
-    assert_eq!(
-        duplicates,
-        outcomes.len() - 1,
-        "{what}: duplicate responses: {outcomes:#?}"
-    );
+    assert_eq!(applied[0].outcome, "applied", "{what}: {:?}", applied[0].raw);
+    assert_eq!(duplicates, outcomes.len() - 1, "{what}: duplicate responses: {outcomes:#?}");
     for o in outcomes {
         assert_eq!(o.org_id, org.id, "{what}: org of {:?}", o.raw);
         assert_eq!(o.vapi_call_id, vapi_call_id, "{what}: {:?}", o.raw);
-        assert_eq!(
-            o.event_id, applied[0].event_id,
-            "{what}: event id of {:?}",
-            o.raw
-        );
-        assert_eq!(
-            o.call_id, applied[0].call_id,
-            "{what}: call id of {:?}",
-            o.raw
-        );
+        assert_eq!(o.event_id, applied[0].event_id, "{what}: event id of {:?}", o.raw);
+        assert_eq!(o.call_id, applied[0].call_id, "{what}: call id of {:?}", o.raw);
     }
-    assert!(
-        applied[0].call_id.is_some(),
-        "{what}: no call id in {:?}",
-        applied[0].raw
-    );
+    assert!(applied[0].call_id.is_some(), "{what}: no call id in {:?}", applied[0].raw);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -542,11 +451,7 @@ pub fn assert_one_applied_rest_duplicate(
 
 /// `SELECT count(*) …` with parameters.
 pub async fn count(client: &Client, sql: &str, params: &[&(dyn ToSql + Sync)]) -> i64 {
-    client
-        .query_one(sql, params)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {}", describe(&e)))
-        .get(0)
+    client.query_one(sql, params).await.unwrap_or_else(|e| panic!("{sql}: {}", describe(&e))).get(0)
 }
 
 /// All rows of `table` belonging to `org`.
@@ -580,20 +485,11 @@ pub async fn call_rows(client: &Client, org: &Org, vapi_call_id: &str) -> CallRo
         )
         .await
         .expect("call_rows");
-    CallRows {
-        calls: row.get(0),
-        outbox: row.get(1),
-        ledger: row.get(2),
-        transcripts: row.get(3),
-    }
+    CallRows { calls: row.get(0), outbox: row.get(1), ledger: row.get(2), transcripts: row.get(3) }
 }
 
 /// `key -> number of rows` for a query returning (text, bigint) pairs.
-pub async fn grouped(
-    client: &Client,
-    sql: &str,
-    params: &[&(dyn ToSql + Sync)],
-) -> HashMap<String, i64> {
+pub async fn grouped(client: &Client, sql: &str, params: &[&(dyn ToSql + Sync)]) -> HashMap<String, i64> {
     client
         .query(sql, params)
         .await
@@ -605,23 +501,13 @@ pub async fn grouped(
 
 /// Assert that `counts` holds exactly the keys `expected`, each exactly once.
 pub fn assert_each_once(counts: &HashMap<String, i64>, expected: &[String], what: &str) {
-    let mut missing: Vec<&String> = expected
-        .iter()
-        .filter(|k| !counts.contains_key(*k))
-        .collect();
+    let mut missing: Vec<&String> = expected.iter().filter(|k| !counts.contains_key(*k)).collect();
     missing.truncate(5);
     assert!(missing.is_empty(), "{what}: no row for {missing:?}");
     let mut repeated: Vec<(&String, &i64)> = counts.iter().filter(|(_, n)| **n != 1).collect();
     repeated.truncate(5);
-    assert!(
-        repeated.is_empty(),
-        "{what}: more than one row for {repeated:?}"
-    );
-    assert_eq!(
-        counts.len(),
-        expected.len(),
-        "{what}: unexpected extra keys"
-    );
+    assert!(repeated.is_empty(), "{what}: more than one row for {repeated:?}");
+    assert_eq!(counts.len(), expected.len(), "{what}: unexpected extra keys");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -653,10 +539,7 @@ impl Listener {
                 }
             }
         });
-        client
-            .batch_execute(&format!("LISTEN {OUTBOX_CHANNEL}"))
-            .await
-            .expect("LISTEN");
+        client.batch_execute(&format!("LISTEN {OUTBOX_CHANNEL}")).await.expect("LISTEN");
         Self { client, rx }
     }
 
@@ -666,10 +549,7 @@ impl Listener {
     pub async fn send_marker(client: &Client) -> String {
         let marker = unique("marker");
         client
-            .execute(
-                "SELECT pg_catalog.pg_notify($1, $2)",
-                &[&OUTBOX_CHANNEL, &marker],
-            )
+            .execute("SELECT pg_catalog.pg_notify($1, $2)", &[&OUTBOX_CHANNEL, &marker])
             .await
             .expect("pg_notify marker");
         marker

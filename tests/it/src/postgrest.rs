@@ -78,11 +78,7 @@ impl Auth {
     pub fn role(&self) -> String {
         match self {
             Self::Anonymous => ANON_ROLE.to_string(),
-            Self::Jwt(claims) => claims
-                .get("role")
-                .and_then(Value::as_str)
-                .unwrap_or(ANON_ROLE)
-                .to_string(),
+            Self::Jwt(claims) => claims.get("role").and_then(Value::as_str).unwrap_or(ANON_ROLE).to_string(),
         }
     }
 
@@ -112,17 +108,8 @@ pub struct Response {
 }
 
 impl Response {
-    fn error(
-        status: u16,
-        code: &str,
-        message: String,
-        details: Option<String>,
-        hint: Option<String>,
-    ) -> Self {
-        Self {
-            status,
-            body: json!({"code": code, "message": message, "details": details, "hint": hint}),
-        }
+    fn error(status: u16, code: &str, message: String, details: Option<String>, hint: Option<String>) -> Self {
+        Self { status, body: json!({"code": code, "message": message, "details": details, "hint": hint}) }
     }
 
     fn from_db(e: &tokio_postgres::Error, anonymous: bool) -> Self {
@@ -145,10 +132,7 @@ impl Response {
     }
 
     pub fn message(&self) -> &str {
-        self.body
-            .get("message")
-            .and_then(Value::as_str)
-            .unwrap_or("")
+        self.body.get("message").and_then(Value::as_str).unwrap_or("")
     }
 }
 
@@ -226,14 +210,11 @@ struct Routine {
 
 impl Routine {
     fn required(&self) -> impl Iterator<Item = &str> {
-        self.args[..self.args.len() - self.defaults]
-            .iter()
-            .map(|(n, _)| n.as_str())
+        self.args[..self.args.len() - self.defaults].iter().map(|(n, _)| n.as_str())
     }
 
     fn accepts(&self, keys: &BTreeSet<String>) -> bool {
-        keys.iter().all(|k| self.args.iter().any(|(n, _)| n == k))
-            && self.required().all(|r| keys.contains(r))
+        keys.iter().all(|k| self.args.iter().any(|(n, _)| n == k)) && self.required().all(|r| keys.contains(r))
     }
 }
 
@@ -249,9 +230,7 @@ pub struct PostgRest {
 
 impl PostgRest {
     pub async fn connect() -> Self {
-        Self {
-            client: connect_as(AUTHENTICATOR).await,
-        }
+        Self { client: connect_as(AUTHENTICATOR).await }
     }
 
     async fn routines(&self, function: &str) -> Vec<Routine> {
@@ -290,11 +269,7 @@ impl PostgRest {
                         .map(|(n, _)| n)
                         .collect()
                 };
-                assert_eq!(
-                    input_names.len(),
-                    types.len(),
-                    "{function}: unnamed arguments are not supported here"
-                );
+                assert_eq!(input_names.len(), types.len(), "{function}: unnamed arguments are not supported here");
                 Routine {
                     args: input_names.into_iter().zip(types).collect(),
                     defaults: r.get::<_, i32>(1) as usize,
@@ -315,12 +290,7 @@ impl PostgRest {
     /// `GET /rest/v1/rpc/<function>?k=v&…`: the same call in a READ ONLY transaction, every
     /// value a string (as in a query string).
     pub async fn rpc_get(&self, auth: &Auth, function: &str, params: &[(&str, &str)]) -> Response {
-        let body = Value::Object(
-            params
-                .iter()
-                .map(|(k, v)| (k.to_string(), Value::String(v.to_string())))
-                .collect(),
-        );
+        let body = Value::Object(params.iter().map(|(k, v)| (k.to_string(), Value::String(v.to_string()))).collect());
         self.call(auth, "GET", function, &body).await
     }
 
@@ -362,25 +332,13 @@ impl PostgRest {
 
         // Only the arguments present in the body, in declaration order: the rest take their
         // DEFAULT.
-        let present: Vec<&(String, String)> = routine
-            .args
-            .iter()
-            .filter(|(n, _)| keys.contains(n))
-            .collect();
+        let present: Vec<&(String, String)> = routine.args.iter().filter(|(n, _)| keys.contains(n)).collect();
         let callee = format!("{}.{}", ident(SCHEMA), ident(function));
         let (from, arguments) = if present.is_empty() {
             (String::new(), String::new())
         } else {
-            let names = present
-                .iter()
-                .map(|(n, _)| ident(n))
-                .collect::<Vec<_>>()
-                .join(", ");
-            let typed = present
-                .iter()
-                .map(|(n, t)| format!("{} {t}", ident(n)))
-                .collect::<Vec<_>>()
-                .join(", ");
+            let names = present.iter().map(|(n, _)| ident(n)).collect::<Vec<_>>().join(", ");
+            let typed = present.iter().map(|(n, t)| format!("{} {t}", ident(n))).collect::<Vec<_>>().join(", ");
             (
                 format!(
                     "(SELECT $1::pg_catalog.json AS json_data) pgrst_payload, \
@@ -399,10 +357,7 @@ impl PostgRest {
             } else {
                 "coalesce((json_agg(_postgrest_t)->0)::text, 'null')"
             };
-            (
-                format!("SELECT pgrst_call.* FROM {from}LATERAL {callee}({arguments}) pgrst_call"),
-                agg,
-            )
+            (format!("SELECT pgrst_call.* FROM {from}LATERAL {callee}({arguments}) pgrst_call"), agg)
         } else {
             let agg = if routine.returns_void {
                 "'null'::text"
@@ -422,20 +377,8 @@ impl PostgRest {
              FROM (SELECT * FROM pgrst_source) _postgrest_t"
         );
         let read_only = method == "GET" || !routine.volatile;
-        let params: Vec<&(dyn ToSql + Sync)> = if present.is_empty() {
-            vec![]
-        } else {
-            vec![body]
-        };
-        self.transaction(
-            auth,
-            method,
-            &format!("/rpc/{function}"),
-            read_only,
-            &sql,
-            &params,
-        )
-        .await
+        let params: Vec<&(dyn ToSql + Sync)> = if present.is_empty() { vec![] } else { vec![body] };
+        self.transaction(auth, method, &format!("/rpc/{function}"), read_only, &sql, &params).await
     }
 
     /// `GET /rest/v1/<table>?col=eq.value&…` (`Accept-Profile: voxanne`): the rows the role may
@@ -481,37 +424,21 @@ impl PostgRest {
                 .expect("column lookup")
                 .map(|r| r.get(0));
             let Some(column_type) = column_type else {
-                return Response::error(
-                    400,
-                    "42703",
-                    format!("column {table}.{column} does not exist"),
-                    None,
-                    None,
-                );
+                return Response::error(400, "42703", format!("column {table}.{column} does not exist"), None, None);
             };
             values.push(value.to_string());
             // PostgREST sends the value as an untyped literal; the cast is what the server
             // infers for it
-            conditions.push(format!(
-                "{qualified}.{} = CAST(${}::text AS {column_type})",
-                ident(column),
-                values.len()
-            ));
+            conditions.push(format!("{qualified}.{} = CAST(${}::text AS {column_type})", ident(column), values.len()));
         }
-        let filter = if conditions.is_empty() {
-            String::new()
-        } else {
-            format!(" WHERE {}", conditions.join(" AND "))
-        };
+        let filter = if conditions.is_empty() { String::new() } else { format!(" WHERE {}", conditions.join(" AND ")) };
         let sql = format!(
             "WITH pgrst_source AS (SELECT {qualified}.* FROM {qualified}{filter}) \
              SELECT pg_catalog.count(_postgrest_t)::int8 AS page_total, coalesce(json_agg(_postgrest_t), '[]')::text AS body \
              FROM (SELECT * FROM pgrst_source) _postgrest_t"
         );
-        let params: Vec<&(dyn ToSql + Sync)> =
-            values.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
-        self.transaction(auth, "GET", &format!("/{table}"), true, &sql, &params)
-            .await
+        let params: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
+        self.transaction(auth, "GET", &format!("/{table}"), true, &sql, &params).await
     }
 
     /// One request's transaction: BEGIN, the request settings, the statement, COMMIT.
@@ -530,14 +457,10 @@ impl PostgRest {
             .batch_execute(&format!("BEGIN ISOLATION LEVEL READ COMMITTED {mode}"))
             .await
             .unwrap_or_else(|e| panic!("BEGIN: {}", describe(&e)));
-        let search_path = std::iter::once(SCHEMA)
-            .chain(EXTRA_SEARCH_PATH.iter().copied())
-            .map(ident)
-            .collect::<Vec<_>>()
-            .join(", ");
+        let search_path =
+            std::iter::once(SCHEMA).chain(EXTRA_SEARCH_PATH.iter().copied()).map(ident).collect::<Vec<_>>().join(", ");
         let claims = auth.claims().to_string();
-        let headers =
-            json!({"content-type": "application/json", "accept": "application/json"}).to_string();
+        let headers = json!({"content-type": "application/json", "accept": "application/json"}).to_string();
         let settings = self
             .client
             .execute(
@@ -558,17 +481,13 @@ impl PostgRest {
                     let body: String = row.get(1);
                     Response {
                         status: 200,
-                        body: serde_json::from_str(&body)
-                            .unwrap_or_else(|e| panic!("response body {body:?}: {e}")),
+                        body: serde_json::from_str(&body).unwrap_or_else(|e| panic!("response body {body:?}: {e}")),
                     }
                 }
                 Err(e) => Response::from_db(&e, anonymous),
             },
             Err(e) => {
-                self.client
-                    .batch_execute("ROLLBACK")
-                    .await
-                    .unwrap_or_else(|e| panic!("ROLLBACK: {}", describe(&e)));
+                self.client.batch_execute("ROLLBACK").await.unwrap_or_else(|e| panic!("ROLLBACK: {}", describe(&e)));
                 Response::from_db(&e, anonymous)
             }
         }

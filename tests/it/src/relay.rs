@@ -24,12 +24,8 @@ pub const HMAC_KEY: &str = "it-suite-hmac-key";
 /// A relay configuration: `db_url`, the suite's shared secret, an ephemeral port; `extra`
 /// flags are added, and replace the defaults they name.
 pub fn config(db_url: &str, extra: &[&str]) -> Config {
-    let defaults = [
-        ("--database-url", db_url),
-        ("--webhook-secrets", SECRET),
-        ("--listen", "127.0.0.1:0"),
-        ("--pool-size", "8"),
-    ];
+    let defaults =
+        [("--database-url", db_url), ("--webhook-secrets", SECRET), ("--listen", "127.0.0.1:0"), ("--pool-size", "8")];
     let mut argv = vec!["voxanne-relay"];
     for (flag, value) in defaults {
         if !extra.contains(&flag) {
@@ -65,21 +61,13 @@ impl Relay {
     pub async fn start(db_url: &str, extra: &[&str]) -> Relay {
         let config = config(db_url, extra);
         let state = AppState::from_config(&config).expect("pool builds");
-        let listener = tokio::net::TcpListener::bind(config.listen)
-            .await
-            .expect("bind");
+        let listener = tokio::net::TcpListener::bind(config.listen).await.expect("bind");
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(voxanne_relay::serve(listener, state.clone(), async {
             let _ = rx.await;
         }));
-        Relay {
-            base: format!("http://{addr}"),
-            http: http_client(128),
-            state,
-            shutdown: Some(tx),
-            task: Some(task),
-        }
+        Relay { base: format!("http://{addr}"), http: http_client(128), state, shutdown: Some(tx), task: Some(task) }
     }
 
     pub fn webhook_url(&self) -> String {
@@ -87,16 +75,8 @@ impl Relay {
     }
 
     /// POST raw bytes to the webhook with the given headers; the status and the body text.
-    pub async fn post_raw(
-        &self,
-        body: impl Into<reqwest::Body>,
-        headers: &[(&str, &str)],
-    ) -> (StatusCode, String) {
-        let mut request = self
-            .http
-            .post(self.webhook_url())
-            .header("content-type", "application/json")
-            .body(body);
+    pub async fn post_raw(&self, body: impl Into<reqwest::Body>, headers: &[(&str, &str)]) -> (StatusCode, String) {
+        let mut request = self.http.post(self.webhook_url()).header("content-type", "application/json").body(body);
         for (k, v) in headers {
             request = request.header(*k, *v);
         }
@@ -107,8 +87,7 @@ impl Relay {
 
     /// Deliver `body` with the shared secret.
     pub async fn deliver(&self, body: &str) -> (StatusCode, String) {
-        self.post_raw(body.to_string(), &[("x-vapi-secret", SECRET)])
-            .await
+        self.post_raw(body.to_string(), &[("x-vapi-secret", SECRET)]).await
     }
 
     /// The Prometheus text of /metrics.
@@ -158,11 +137,7 @@ pub fn metric_sum(text: &str, name: &str) -> u64 {
 
 /// A free TCP port on 127.0.0.1 (bound, then released).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind an ephemeral port")
-        .local_addr()
-        .unwrap()
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port").local_addr().unwrap().port()
 }
 
 /// The relay in a child process, killable with SIGKILL.
@@ -212,10 +187,7 @@ impl ChildRelay {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
-        self.child = Some(
-            cmd.spawn()
-                .unwrap_or_else(|e| panic!("spawn {}: {e}", self.exe)),
-        );
+        self.child = Some(cmd.spawn().unwrap_or_else(|e| panic!("spawn {}: {e}", self.exe)));
         self.starts += 1;
     }
 
@@ -228,17 +200,10 @@ impl ChildRelay {
                     return;
                 }
             }
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
                 panic!("the relay exited: {status}");
             }
-            assert!(
-                Instant::now() < deadline,
-                "the relay did not start within 30 s"
-            );
+            assert!(Instant::now() < deadline, "the relay did not start within 30 s");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }

@@ -27,25 +27,17 @@ pub const T0_MS: i64 = 1_795_600_800_000;
 pub fn readme_sqlstates() -> &'static BTreeSet<String> {
     static CODES: OnceLock<BTreeSet<String>> = OnceLock::new();
     CODES.get_or_init(|| {
-        let readme = std::fs::read_to_string(crate::figures::workspace_root().join("README.md"))
-            .expect("README.md");
-        let section = readme
-            .split("### Errors (SQLSTATE)")
-            .nth(1)
-            .expect("README.md has an \"Errors (SQLSTATE)\" section");
+        let readme = std::fs::read_to_string(crate::figures::workspace_root().join("README.md")).expect("README.md");
+        let section =
+            readme.split("### Errors (SQLSTATE)").nth(1).expect("README.md has an \"Errors (SQLSTATE)\" section");
         let codes: BTreeSet<String> = section
             .lines()
             .skip_while(|l| !l.starts_with('|'))
             .take_while(|l| l.starts_with('|'))
             .filter_map(|l| l.split('|').nth(1).map(|c| c.trim().to_string()))
-            .filter(|c| {
-                c.len() == 5 && c.chars().all(|ch| ch.is_ascii_alphanumeric()) && c != "XX000"
-            })
+            .filter(|c| c.len() == 5 && c.chars().all(|ch| ch.is_ascii_alphanumeric()) && c != "XX000")
             .collect();
-        assert!(
-            codes.len() >= 5,
-            "README.md errors table not found: {codes:?}"
-        );
+        assert!(codes.len() >= 5, "README.md errors table not found: {codes:?}");
         codes
     })
 }
@@ -55,13 +47,9 @@ pub fn relay_422_sqlstates() -> &'static (BTreeSet<String>, BTreeSet<String>) {
     static CODES: OnceLock<(BTreeSet<String>, BTreeSet<String>)> = OnceLock::new();
     CODES.get_or_init(|| {
         let readme =
-            std::fs::read_to_string(crate::figures::workspace_root().join("relay/README.md"))
-                .expect("relay/README.md");
+            std::fs::read_to_string(crate::figures::workspace_root().join("relay/README.md")).expect("relay/README.md");
         let (mut codes, mut classes) = (BTreeSet::new(), BTreeSet::new());
-        for row in readme
-            .lines()
-            .filter(|l| l.starts_with('|') && l.contains("| 422 |"))
-        {
+        for row in readme.lines().filter(|l| l.starts_with('|') && l.contains("| 422 |")) {
             for (i, token) in row.split('`').enumerate() {
                 if i % 2 == 1 {
                     if token.len() == 5 && token.chars().all(|c| c.is_ascii_alphanumeric()) {
@@ -72,10 +60,7 @@ pub fn relay_422_sqlstates() -> &'static (BTreeSet<String>, BTreeSet<String>) {
                 }
             }
         }
-        assert!(
-            !codes.is_empty(),
-            "relay/README.md outcome mapping not found"
-        );
+        assert!(!codes.is_empty(), "relay/README.md outcome mapping not found");
         (codes, classes)
     })
 }
@@ -92,10 +77,8 @@ pub fn is_documented_data_error(code: &str) -> bool {
 
 /// Transient SQLSTATEs a sender must retry (relay README: 503).
 pub fn is_transient(code: &str) -> bool {
-    matches!(
-        code,
-        "40001" | "40P01" | "55P03" | "57014" | "53300" | "57P01" | "57P02" | "57P03"
-    ) || code.starts_with("08")
+    matches!(code, "40001" | "40P01" | "55P03" | "57014" | "53300" | "57P01" | "57P02" | "57P03")
+        || code.starts_with("08")
 }
 
 /// ISO-8601 (UTC, milliseconds) of epoch milliseconds.
@@ -115,12 +98,7 @@ pub fn iso(ms: i64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = if m <= 2 { y + 1 } else { y };
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z",
-        sod / 3600,
-        (sod % 3600) / 60,
-        sod % 60
-    )
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z", sod / 3600, (sod % 3600) / 60, sod % 60)
 }
 
 fn call_object(assistant: &str, call: &str) -> Value {
@@ -207,12 +185,8 @@ impl Message {
     pub fn body(&self, assistant: &str) -> String {
         match &self.kind {
             Kind::Status(s) => status_body(assistant, &self.call, s, self.at_ms),
-            Kind::StatusEnded => {
-                status_ended_body(assistant, &self.call, "status-ended-reason", self.at_ms)
-            }
-            Kind::Transcript { role, text } => {
-                transcript_body(assistant, &self.call, role, text, self.at_ms)
-            }
+            Kind::StatusEnded => status_ended_body(assistant, &self.call, "status-ended-reason", self.at_ms),
+            Kind::Transcript { role, text } => transcript_body(assistant, &self.call, role, text, self.at_ms),
             Kind::Report => report_body(assistant, &self.call, self.start_ms),
             Kind::Ignored => ignored_body(assistant, &self.call, self.at_ms),
         }
@@ -252,17 +226,10 @@ pub fn call_script(org: usize, call: &str, start_ms: i64) -> Vec<Message> {
         m(Kind::Status("ringing"), 0),
         m(Kind::Status("in-progress"), 1_000),
         m(Kind::Ignored, 1_500),
+        m(Kind::Transcript { role: "user", text: format!("hello from {call}") }, 3_000),
         m(
             Kind::Transcript {
-                role: "user",
-                text: format!("hello from {call}"),
-            },
-            3_000,
-        ),
-        m(
-            Kind::Transcript {
-                role: "assistant",
-                text: format!("Voxanne here: how can I help? ({call}) — ünïcödé ✓"),
+                role: "assistant", text: format!("Voxanne here: how can I help? ({call}) — ünïcödé ✓")
             },
             4_250,
         ),
@@ -317,40 +284,22 @@ pub enum Verdict {
 
 #[allow(clippy::large_enum_variant)] // a handful per test
 pub enum Transport {
-    Http {
-        client: reqwest::Client,
-        url: String,
-        secret: String,
-    },
-    Sql {
-        config: Config,
-        client: Option<Client>,
-    },
+    Http { client: reqwest::Client, url: String, secret: String },
+    Sql { config: Config, client: Option<Client> },
 }
 
 impl Transport {
     pub fn http(client: reqwest::Client, url: impl Into<String>, secret: &str) -> Self {
-        Self::Http {
-            client,
-            url: url.into(),
-            secret: secret.to_string(),
-        }
+        Self::Http { client, url: url.into(), secret: secret.to_string() }
     }
 
     pub fn sql(config: Config) -> Self {
-        Self::Sql {
-            config,
-            client: None,
-        }
+        Self::Sql { config, client: None }
     }
 
     pub async fn deliver(&mut self, body: &str) -> Verdict {
         match self {
-            Self::Http {
-                client,
-                url,
-                secret,
-            } => {
+            Self::Http { client, url, secret } => {
                 let sent = client
                     .post(url.as_str())
                     .header("content-type", "application/json")
@@ -370,9 +319,7 @@ impl Transport {
                 if status.is_success() {
                     match serde_json::from_str(&text) {
                         Ok(v) => Verdict::Acked(v),
-                        Err(e) => {
-                            Verdict::Refused(format!("{status} with a non-JSON body {text:?}: {e}"))
-                        }
+                        Err(e) => Verdict::Refused(format!("{status} with a non-JSON body {text:?}: {e}")),
                     }
                 } else if status == reqwest::StatusCode::SERVICE_UNAVAILABLE {
                     Verdict::Retry(format!("{status} {text}"))
@@ -382,8 +329,7 @@ impl Transport {
             }
             Self::Sql { config, client } => {
                 if client.as_ref().is_none_or(|c| c.is_closed()) {
-                    let connected =
-                        tokio::time::timeout(Duration::from_secs(5), config.connect(NoTls)).await;
+                    let connected = tokio::time::timeout(Duration::from_secs(5), config.connect(NoTls)).await;
                     match connected {
                         Ok(Ok((c, connection))) => {
                             tokio::spawn(async move {
@@ -407,10 +353,7 @@ impl Transport {
                             Some(code) if !is_transient(&code) => Verdict::Refused(describe(&e)),
                             _ => {
                                 // the session may be gone: reconnect before the next attempt
-                                if code
-                                    .as_deref()
-                                    .is_none_or(|c| c.starts_with("57P") || c.starts_with("08"))
-                                {
+                                if code.as_deref().is_none_or(|c| c.starts_with("57P") || c.starts_with("08")) {
                                     *client = None;
                                 }
                                 Verdict::Retry(describe(&e))
@@ -470,23 +413,13 @@ impl Senders {
     }
 
     pub fn acked_count(&self) -> usize {
-        self.acked
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|a| a.is_some())
-            .count()
+        self.acked.lock().unwrap().iter().filter(|a| a.is_some()).count()
     }
 
     /// Messages with at least one acknowledged slot.
     pub fn acked_messages(&self) -> BTreeSet<usize> {
         let acked = self.acked.lock().unwrap();
-        acked
-            .iter()
-            .enumerate()
-            .filter(|(_, a)| a.is_some())
-            .map(|(slot, _)| self.slot_message[slot])
-            .collect()
+        acked.iter().enumerate().filter(|(_, a)| a.is_some()).map(|(slot, _)| self.slot_message[slot]).collect()
     }
 
     /// Wait (bounded) until no attempt is in flight: with the gate closed, every sender is then
@@ -494,10 +427,7 @@ impl Senders {
     pub async fn quiesce(&self) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         while self.in_flight.load(Ordering::SeqCst) > 0 {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "senders still in flight after 60 s"
-            );
+            assert!(tokio::time::Instant::now() < deadline, "senders still in flight after 60 s");
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
@@ -540,10 +470,10 @@ impl Senders {
                                     backoff = (backoff * 2).min(Duration::from_millis(200));
                                 }
                                 Verdict::Refused(why) => {
-                                    me.refused.lock().unwrap().push(format!(
-                                        "slot {slot}: {why}; body {}",
-                                        &body[..body.len().min(300)]
-                                    ));
+                                    me.refused
+                                        .lock()
+                                        .unwrap()
+                                        .push(format!("slot {slot}: {why}; body {}", &body[..body.len().min(300)]));
                                     break;
                                 }
                             }
@@ -575,12 +505,9 @@ pub struct Verdicts {
 
 impl Verdicts {
     pub fn record(&self, figures: &mut crate::figures::Figures) {
-        for (kind, list) in [
-            ("lost", &self.lost),
-            ("doubled", &self.doubled),
-            ("partial", &self.partial),
-            ("leaks", &self.leaks),
-        ] {
+        for (kind, list) in
+            [("lost", &self.lost), ("doubled", &self.doubled), ("partial", &self.partial), ("leaks", &self.leaks)]
+        {
             for v in list {
                 figures.violation(kind, v.clone());
             }
@@ -588,10 +515,7 @@ impl Verdicts {
     }
 
     pub fn is_clean(&self) -> bool {
-        self.lost.is_empty()
-            && self.doubled.is_empty()
-            && self.partial.is_empty()
-            && self.leaks.is_empty()
+        self.lost.is_empty() && self.doubled.is_empty() && self.partial.is_empty() && self.leaks.is_empty()
     }
 }
 
@@ -665,10 +589,7 @@ pub async fn partial_rows(db: &Client, org: Uuid) -> Vec<String> {
     ];
     let mut out = Vec::new();
     for (what, sql) in checks {
-        let rows = db
-            .query(sql, &[&org])
-            .await
-            .unwrap_or_else(|e| panic!("{what}: {}", describe(&e)));
+        let rows = db.query(sql, &[&org]).await.unwrap_or_else(|e| panic!("{what}: {}", describe(&e)));
         for r in rows {
             out.push(format!("{what}: {} (org {org})", r.get::<_, String>(0)));
         }
@@ -717,11 +638,7 @@ pub async fn verify(
         )
         .await;
 
-        let mine: Vec<(usize, &Message)> = messages
-            .iter()
-            .enumerate()
-            .filter(|(_, m)| m.org == o)
-            .collect();
+        let mine: Vec<(usize, &Message)> = messages.iter().enumerate().filter(|(_, m)| m.org == o).collect();
         let known_calls: BTreeSet<&str> = mine.iter().map(|(_, m)| m.call.as_str()).collect();
         let mut known_events = BTreeSet::new();
         let mut known_lines = BTreeSet::new();
@@ -739,8 +656,7 @@ pub async fn verify(
                 _ => {
                     let event = m.ledger_event().unwrap();
                     if present && !ledger.contains_key(&event) {
-                        v.lost
-                            .push(format!("org {o}: {} (no ledger row {event})", m.label()));
+                        v.lost.push(format!("org {o}: {} (no ledger row {event})", m.label()));
                     }
                     known_events.insert(event);
                 }
@@ -756,26 +672,22 @@ pub async fn verify(
         }
         for (key, n) in &outbox {
             if *n != 1 {
-                v.doubled
-                    .push(format!("org {o}: {n} outbox rows for {key:?}"));
+                v.doubled.push(format!("org {o}: {n} outbox rows for {key:?}"));
             }
         }
         for call in calls.keys() {
             if !known_calls.contains(call.as_str()) {
-                v.partial
-                    .push(format!("org {o}: a calls row nobody sent: {call}"));
+                v.partial.push(format!("org {o}: a calls row nobody sent: {call}"));
             }
         }
         for event in ledger.keys() {
             if !known_events.contains(event) {
-                v.partial
-                    .push(format!("org {o}: a ledger row nobody sent: {event}"));
+                v.partial.push(format!("org {o}: a ledger row nobody sent: {event}"));
             }
         }
         for line in lines.keys() {
             if !known_lines.contains(line) {
-                v.partial
-                    .push(format!("org {o}: a line nobody sent: {line:?}"));
+                v.partial.push(format!("org {o}: a line nobody sent: {line:?}"));
             }
         }
         // Every call id of the workload is unique to one org: any other org holding it (by
@@ -789,8 +701,7 @@ pub async fn verify(
             .filter(|c| calls.contains_key(c))
             .collect();
         for c in foreign {
-            v.leaks
-                .push(format!("org {o} holds another org's call {c}"));
+            v.leaks.push(format!("org {o} holds another org's call {c}"));
         }
         v.partial.extend(partial_rows(db, org.id).await);
     }
@@ -843,11 +754,7 @@ pub async fn org_state(db: &Client, org: Uuid) -> BTreeMap<String, Value> {
 }
 
 /// Differences between two org states (at most `max`), for messages.
-pub fn state_diff(
-    got: &BTreeMap<String, Value>,
-    want: &BTreeMap<String, Value>,
-    max: usize,
-) -> Vec<String> {
+pub fn state_diff(got: &BTreeMap<String, Value>, want: &BTreeMap<String, Value>, max: usize) -> Vec<String> {
     let mut out = Vec::new();
     let keys: BTreeSet<&String> = got.keys().chain(want.keys()).collect();
     for k in keys {
@@ -858,22 +765,12 @@ pub fn state_diff(
                 let fields: Vec<String> = g
                     .keys()
                     .filter(|f| g.get(*f) != w.get(*f))
-                    .map(|f| {
-                        format!(
-                            "{f}: got {} want {}",
-                            g[f],
-                            w.get(f).unwrap_or(&Value::Null)
-                        )
-                    })
+                    .map(|f| format!("{f}: got {} want {}", g[f], w.get(f).unwrap_or(&Value::Null)))
                     .collect();
                 out.push(format!("call {k}: {}", fields.join("; ")));
             }
-            (Some(_), None) => {
-                out.push(format!("call {k}: present, absent in the serial delivery"))
-            }
-            (None, Some(_)) => {
-                out.push(format!("call {k}: missing, present in the serial delivery"))
-            }
+            (Some(_), None) => out.push(format!("call {k}: present, absent in the serial delivery")),
+            (None, Some(_)) => out.push(format!("call {k}: missing, present in the serial delivery")),
             (None, None) => unreachable!(),
         }
         if out.len() >= max {
@@ -901,10 +798,7 @@ pub fn outcomes(answers: &[Option<Value>]) -> HashMap<String, u64> {
         let key = if a.get("ignored").is_some() {
             "ignored".to_string()
         } else {
-            a.get("outcome")
-                .and_then(Value::as_str)
-                .unwrap_or("?")
-                .to_string()
+            a.get("outcome").and_then(Value::as_str).unwrap_or("?").to_string()
         };
         *out.entry(key).or_default() += 1;
     }
@@ -928,17 +822,10 @@ pub fn sender_ledger(senders: &Senders, messages: &[Message]) -> (Vec<String>, u
     }
     let doubled = (0..messages.len())
         .filter(|m| applied[*m] > 1)
-        .map(|m| {
-            format!(
-                "{} acknowledged as applied {} times",
-                messages[m].label(),
-                applied[m]
-            )
-        })
+        .map(|m| format!("{} acknowledged as applied {} times", messages[m].label(), applied[m]))
         .collect();
-    let unacknowledged = (0..messages.len())
-        .filter(|m| messages[*m].kind != Kind::Ignored && effect[*m] == 0)
-        .count() as u64;
+    let unacknowledged =
+        (0..messages.len()).filter(|m| messages[*m].kind != Kind::Ignored && effect[*m] == 0).count() as u64;
     (doubled, unacknowledged)
 }
 

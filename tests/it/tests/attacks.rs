@@ -29,9 +29,7 @@ async fn deliver(db: &Client, body: &str) -> Result<Value, tokio_postgres::Error
 async fn full_call(db: &Client, org: &Org, call: &str, start: i64) -> Vec<Message> {
     let script = vapi::call_script(0, call, start);
     for m in &script {
-        deliver(db, &m.body(&org.assistant_id))
-            .await
-            .unwrap_or_else(|e| panic!("{}: {}", m.label(), describe(&e)));
+        deliver(db, &m.body(&org.assistant_id)).await.unwrap_or_else(|e| panic!("{}: {}", m.label(), describe(&e)));
     }
     script
 }
@@ -39,21 +37,8 @@ async fn full_call(db: &Client, org: &Org, call: &str, start: i64) -> Vec<Messag
 /// Row counts of every tenant table for `org`.
 async fn footprint(db: &Client, org: Uuid) -> BTreeMap<&'static str, i64> {
     let mut out = BTreeMap::new();
-    for t in [
-        "agents",
-        "calls",
-        "call_transcripts",
-        "processed_webhook_events",
-        "outbox",
-        "rejected_events",
-        "leads",
-    ] {
-        let n = count(
-            db,
-            &format!("SELECT count(*) FROM voxanne.{t} WHERE org_id = $1"),
-            &[&org],
-        )
-        .await;
+    for t in ["agents", "calls", "call_transcripts", "processed_webhook_events", "outbox", "rejected_events", "leads"] {
+        let n = count(db, &format!("SELECT count(*) FROM voxanne.{t} WHERE org_id = $1"), &[&org]).await;
         out.insert(t, n);
     }
     out
@@ -73,25 +58,13 @@ async fn unchanged(
     }
     let now = footprint(db, org.id).await;
     if now != before.1 {
-        figures.violation(
-            "leaks",
-            format!(
-                "{what}: the victim org's rows changed: {:?} -> {now:?}",
-                before.1
-            ),
-        );
+        figures.violation("leaks", format!("{what}: the victim org's rows changed: {:?} -> {now:?}", before.1));
     }
     figures.checks += 1;
 }
 
-async fn snapshot(
-    db: &Client,
-    org: &Org,
-) -> (BTreeMap<String, Value>, BTreeMap<&'static str, i64>) {
-    (
-        vapi::org_state(db, org.id).await,
-        footprint(db, org.id).await,
-    )
+async fn snapshot(db: &Client, org: &Org) -> (BTreeMap<String, Value>, BTreeMap<&'static str, i64>) {
+    (vapi::org_state(db, org.id).await, footprint(db, org.id).await)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -108,38 +81,25 @@ async fn same_vapi_call_id_in_two_orgs_stays_two_separate_calls() {
     full_call(&db, &b, &call, T0_MS).await;
     let before = snapshot(&db, &b).await;
     for m in vapi::call_script(0, &call, T0_MS + 7_000) {
-        let out = deliver(&db, &m.body(&a.assistant_id))
-            .await
-            .expect("A's message");
+        let out = deliver(&db, &m.body(&a.assistant_id)).await.expect("A's message");
         figures.attacks += 1;
-        if out.get("org_id").and_then(Value::as_str) != Some(a.id.to_string().as_str())
-            && out.get("ignored").is_none()
+        if out.get("org_id").and_then(Value::as_str) != Some(a.id.to_string().as_str()) && out.get("ignored").is_none()
         {
-            figures.violation(
-                "leaks",
-                format!("{}: answered for another org: {out}", m.label()),
-            );
+            figures.violation("leaks", format!("{}: answered for another org: {out}", m.label()));
         }
         unchanged(&db, &b, &before, &m.label(), &mut figures).await;
     }
     // and both calls are complete and distinct
-    let ids = count(&db, "SELECT count(DISTINCT id) FROM voxanne.calls WHERE vapi_call_id = $1 AND org_id IN ($2, $3)", &[&call, &a.id, &b.id]).await;
+    let ids = count(
+        &db,
+        "SELECT count(DISTINCT id) FROM voxanne.calls WHERE vapi_call_id = $1 AND org_id IN ($2, $3)",
+        &[&call, &a.id, &b.id],
+    )
+    .await;
     assert_eq!(ids, 2, "two call rows");
     for (org, start) in [(&a, T0_MS + 7_000), (&b, T0_MS)] {
-        let v = vapi::verify(
-            &db,
-            std::slice::from_ref(org),
-            &vapi::call_script(0, &call, start),
-            &|_| true,
-        )
-        .await;
-        for p in v
-            .partial
-            .iter()
-            .chain(v.doubled.iter())
-            .chain(v.lost.iter())
-            .chain(v.leaks.iter())
-        {
+        let v = vapi::verify(&db, std::slice::from_ref(org), &vapi::call_script(0, &call, start), &|_| true).await;
+        for p in v.partial.iter().chain(v.doubled.iter()).chain(v.lost.iter()).chain(v.leaks.iter()) {
             figures.violation("leaks", format!("org {}: {p}", org.id));
         }
     }
@@ -168,19 +128,10 @@ async fn org_a_assistant_cannot_touch_org_b_call_whatever_ids_the_body_carries()
     // the typed SQL API: only the assistant decides the org
     let r = Report::for_call(&call);
     let sql_attacks = [
-        (
-            "create_inbound_call",
-            a.status(&call, "forwarding", at(500)),
-        ),
-        (
-            "record_transcript",
-            a.transcript(&call, "user", "hello from A", at(501)),
-        ),
+        ("create_inbound_call", a.status(&call, "forwarding", at(500))),
+        ("record_transcript", a.transcript(&call, "user", "hello from A", at(501))),
         ("complete_call (report)", a.report(&call, &r)),
-        (
-            "complete_call (status ended)",
-            a.status_ended(&call, "hijacked"),
-        ),
+        ("complete_call (status ended)", a.status_ended(&call, "hijacked")),
     ];
     for (what, msg) in sql_attacks {
         figures.attacks += 1;
@@ -220,23 +171,13 @@ async fn org_a_assistant_cannot_touch_org_b_call_whatever_ids_the_body_carries()
     // an assistant active in B cannot be activated in A (no takeover of B's future calls)
     figures.attacks += 1;
     let stolen = db
-        .execute(
-            "SELECT voxanne.upsert_agent(p_org_id => $1, p_vapi_assistant_id => $2)",
-            &[&a.id, &b.assistant_id],
-        )
+        .execute("SELECT voxanne.upsert_agent(p_org_id => $1, p_vapi_assistant_id => $2)", &[&a.id, &b.assistant_id])
         .await;
     match stolen {
         Err(e) if e.code().map(|c| c.code()) == Some("23P01") => {}
         other => figures.violation("leaks", format!("activating B's assistant in A: {other:?}")),
     }
-    unchanged(
-        &db,
-        &b,
-        &before,
-        "upsert_agent with B's assistant",
-        &mut figures,
-    )
-    .await;
+    unchanged(&db, &b, &before, "upsert_agent with B's assistant", &mut figures).await;
     figures.finish();
 }
 
@@ -247,10 +188,7 @@ async fn begin_as(client: &Client, role: &str, claims: Option<&str>) {
         .unwrap_or_else(|e| panic!("SET ROLE {role}: {}", describe(&e)));
     if let Some(claims) = claims {
         client
-            .execute(
-                "SELECT pg_catalog.set_config('request.jwt.claims', $1, true)",
-                &[&claims],
-            )
+            .execute("SELECT pg_catalog.set_config('request.jwt.claims', $1, true)", &[&claims])
             .await
             .expect("set_config");
     }
@@ -275,55 +213,22 @@ async fn authenticated_with_forged_or_missing_org_claims_sees_and_changes_nothin
     let forged: Vec<(String, String)> = vec![
         ("no claims".into(), String::new()),
         ("empty claims".into(), "{}".into()),
-        (
-            "org in user_metadata (user-editable)".into(),
-            json!({"user_metadata": {"org_id": bi}}).to_string(),
-        ),
-        (
-            "org at the top level".into(),
-            json!({"org_id": bi, "sub": "x"}).to_string(),
-        ),
-        (
-            "org in a role claim".into(),
-            json!({"role": "service_role", "org_id": bi}).to_string(),
-        ),
-        (
-            "app_metadata as a string".into(),
-            json!({"app_metadata": format!("{{\"org_id\":\"{bi}\"}}")}).to_string(),
-        ),
-        (
-            "org_id as a number".into(),
-            json!({"app_metadata": {"org_id": 42}}).to_string(),
-        ),
-        (
-            "org_id as an array".into(),
-            json!({"app_metadata": {"org_id": [bi]}}).to_string(),
-        ),
-        (
-            "org_id as an object".into(),
-            json!({"app_metadata": {"org_id": {"id": bi}}}).to_string(),
-        ),
-        (
-            "org_id with spaces".into(),
-            json!({"app_metadata": {"org_id": format!(" {bi} ")}}).to_string(),
-        ),
-        (
-            "org_id SQL injection".into(),
-            json!({"app_metadata": {"org_id": format!("{ai}' OR '1'='1")}}).to_string(),
-        ),
-        (
-            "org_id nil uuid".into(),
-            json!({"app_metadata": {"org_id": Uuid::nil().to_string()}}).to_string(),
-        ),
+        ("org in user_metadata (user-editable)".into(), json!({"user_metadata": {"org_id": bi}}).to_string()),
+        ("org at the top level".into(), json!({"org_id": bi, "sub": "x"}).to_string()),
+        ("org in a role claim".into(), json!({"role": "service_role", "org_id": bi}).to_string()),
+        ("app_metadata as a string".into(), json!({"app_metadata": format!("{{\"org_id\":\"{bi}\"}}")}).to_string()),
+        ("org_id as a number".into(), json!({"app_metadata": {"org_id": 42}}).to_string()),
+        ("org_id as an array".into(), json!({"app_metadata": {"org_id": [bi]}}).to_string()),
+        ("org_id as an object".into(), json!({"app_metadata": {"org_id": {"id": bi}}}).to_string()),
+        ("org_id with spaces".into(), json!({"app_metadata": {"org_id": format!(" {bi} ")}}).to_string()),
+        ("org_id SQL injection".into(), json!({"app_metadata": {"org_id": format!("{ai}' OR '1'='1")}}).to_string()),
+        ("org_id nil uuid".into(), json!({"app_metadata": {"org_id": Uuid::nil().to_string()}}).to_string()),
         (
             "duplicate app_metadata keys".into(),
             format!(r#"{{"app_metadata":{{"org_id":"{ai}"}},"app_metadata":{{"org_id":"{bi}"}}}}"#),
         ),
         ("not JSON".into(), format!("org_id={bi}")),
-        (
-            "claims of A (legitimate, must see A only)".into(),
-            json!({"app_metadata": {"org_id": ai}}).to_string(),
-        ),
+        ("claims of A (legitimate, must see A only)".into(), json!({"app_metadata": {"org_id": ai}}).to_string()),
     ];
     let api = connect_as("authenticator").await;
     for (what, claims) in &forged {
@@ -332,44 +237,31 @@ async fn authenticated_with_forged_or_missing_org_claims_sees_and_changes_nothin
             figures.attacks += 1;
             begin_as(&api, "authenticated", Some(claims)).await;
             // the legacy per-claim setting must not count either
-            api.execute(
-                "SELECT pg_catalog.set_config('request.jwt.claim.org_id', $1, true)",
-                &[&bi],
-            )
-            .await
-            .unwrap();
-            let seen = api
-                .query(&format!("SELECT org_id FROM voxanne.{table}"), &[])
-                .await;
+            api.execute("SELECT pg_catalog.set_config('request.jwt.claim.org_id', $1, true)", &[&bi]).await.unwrap();
+            let seen = api.query(&format!("SELECT org_id FROM voxanne.{table}"), &[]).await;
             rollback(&api).await;
             match seen {
                 Ok(rows) => {
                     let foreign = rows.iter().filter(|r| r.get::<_, Uuid>(0) != a.id).count();
                     let own = rows.len() - foreign;
                     if foreign > 0 {
-                        figures.violation(
-                            "leaks",
-                            format!("{what}: {foreign} rows of {table} of another org"),
-                        );
+                        figures.violation("leaks", format!("{what}: {foreign} rows of {table} of another org"));
                     }
                     if own > 0 && !what.starts_with("claims of A") {
-                        figures.violation(
-                            "leaks",
-                            format!("{what}: {own} rows of {table} of org A without A's claim"),
-                        );
+                        figures.violation("leaks", format!("{what}: {own} rows of {table} of org A without A's claim"));
                     }
                 }
                 // failing closed is fine: malformed claims are 28000
                 Err(e) if e.code().map(|c| c.code()) == Some("28000") => {}
-                Err(e) => figures.violation(
-                    "errors",
-                    format!("{what}: reading {table}: {}", describe(&e)),
-                ),
+                Err(e) => figures.violation("errors", format!("{what}: reading {table}: {}", describe(&e))),
             }
         }
         // writes: direct DML and the write functions
         let writes = [
-            format!("INSERT INTO voxanne.calls (org_id, vapi_call_id, agent_id) VALUES ('{bi}', 'x', '{}')", b.agent_id),
+            format!(
+                "INSERT INTO voxanne.calls (org_id, vapi_call_id, agent_id) VALUES ('{bi}', 'x', '{}')",
+                b.agent_id
+            ),
             format!("UPDATE voxanne.calls SET summary = 'pwned' WHERE org_id = '{bi}'"),
             format!("DELETE FROM voxanne.call_transcripts WHERE org_id = '{bi}'"),
             format!("INSERT INTO voxanne.outbox (org_id, topic, payload) VALUES ('{bi}', 'x', '{{}}')"),
@@ -387,21 +279,11 @@ async fn authenticated_with_forged_or_missing_org_claims_sees_and_changes_nothin
             rollback(&api).await;
             match r {
                 Err(e) if e.code().map(|c| c.code()) == Some("42501") => {}
-                other => figures.violation(
-                    "leaks",
-                    format!("{what}: `{sql}` was not refused with 42501: {other:?}"),
-                ),
+                other => figures.violation("leaks", format!("{what}: `{sql}` was not refused with 42501: {other:?}")),
             }
         }
     }
-    unchanged(
-        &db,
-        &b,
-        &before,
-        "authenticated with forged claims",
-        &mut figures,
-    )
-    .await;
+    unchanged(&db, &b, &before, "authenticated with forged claims", &mut figures).await;
     figures.finish();
 }
 
@@ -438,18 +320,13 @@ async fn anon_and_authenticated_cannot_execute_any_write_function() {
         for (name, args) in &functions {
             figures.attacks += 1;
             begin_as(&api, role, Some(&claims)).await;
-            let r = api
-                .batch_execute(&format!("SELECT voxanne.{name}({args})"))
-                .await;
+            let r = api.batch_execute(&format!("SELECT voxanne.{name}({args})")).await;
             rollback(&api).await;
             let allowed = role == "authenticated" && name == "current_org_id";
             match r {
                 Ok(()) if allowed => {}
                 Err(e) if !allowed && e.code().map(|c| c.code()) == Some("42501") => {}
-                other => figures.violation(
-                    "leaks",
-                    format!("{role} calling voxanne.{name}({args}): {other:?}"),
-                ),
+                other => figures.violation("leaks", format!("{role} calling voxanne.{name}({args}): {other:?}")),
             }
         }
     }
@@ -468,17 +345,11 @@ async fn search_path_hijack_cannot_redirect_the_security_definer_functions() {
     let mut figures = Figures::new("attacks/search_path hijack");
     let admin = connect().await;
     let dbname = format!("vx_attack_{}", Uuid::new_v4().simple());
-    admin
-        .batch_execute(&format!("CREATE DATABASE {dbname}"))
-        .await
-        .expect("CREATE DATABASE");
+    admin.batch_execute(&format!("CREATE DATABASE {dbname}")).await.expect("CREATE DATABASE");
     let mut config = config();
     config.dbname(&dbname);
     let owner = connect_to(config.clone()).await;
-    owner
-        .batch_execute("CREATE EXTENSION voxanne_ext")
-        .await
-        .expect("CREATE EXTENSION");
+    owner.batch_execute("CREATE EXTENSION voxanne_ext").await.expect("CREATE EXTENSION");
     let (a, b) = (Org::create(&owner).await, Org::create(&owner).await);
     full_call(&owner, &b, &unique("call_b"), T0_MS).await;
     let before = snapshot(&owner, &b).await;
@@ -531,10 +402,7 @@ async fn search_path_hijack_cannot_redirect_the_security_definer_functions() {
         END
         $do$;
     "#;
-    owner
-        .batch_execute(trap)
-        .await
-        .unwrap_or_else(|e| panic!("the trap: {}", describe(&e)));
+    owner.batch_execute(trap).await.unwrap_or_else(|e| panic!("the trap: {}", describe(&e)));
     // an assistant of A that also routes B's phone number would be caught by "= always true"
     let b_phone = unique("pn_b");
     owner
@@ -546,21 +414,14 @@ async fn search_path_hijack_cannot_redirect_the_security_definer_functions() {
         .unwrap();
     let before = (before.0, footprint(&owner, b.id).await);
 
-    let paths = [
-        "evil, public, pg_catalog, pg_temp",
-        "public, pg_catalog",
-        "pg_temp, evil, pg_catalog",
-    ];
+    let paths = ["evil, public, pg_catalog, pg_temp", "public, pg_catalog", "pg_temp, evil, pg_catalog"];
     for (k, path) in paths.iter().enumerate() {
         for login in ["postgres", "voxanne_relay"] {
             // a fresh backend: no kept plan exists yet
             let mut c = config.clone();
             c.user(login);
             let attacker = connect_to(c).await;
-            attacker
-                .batch_execute(&format!("SET search_path = {path}"))
-                .await
-                .unwrap();
+            attacker.batch_execute(&format!("SET search_path = {path}")).await.unwrap();
             attacker
                 .batch_execute(
                     "CREATE TEMP TABLE agents (LIKE voxanne.agents); CREATE TEMP TABLE calls (LIKE voxanne.calls);
@@ -570,32 +431,16 @@ async fn search_path_hijack_cannot_redirect_the_security_definer_functions() {
                 .await
                 .unwrap_or_else(|e| panic!("temp tables: {}", describe(&e)));
             // the trap is live in this session: a plain comparison is hijacked
-            let hijacked: bool = attacker
-                .query_one("SELECT 'a'::text = 'b'::text", &[])
-                .await
-                .unwrap()
-                .get(0);
-            assert!(
-                hijacked,
-                "{path}: the evil operator is not active in the attacker's session"
-            );
-            owner
-                .batch_execute("TRUNCATE public.hijack_log")
-                .await
-                .unwrap();
+            let hijacked: bool = attacker.query_one("SELECT 'a'::text = 'b'::text", &[]).await.unwrap().get(0);
+            assert!(hijacked, "{path}: the evil operator is not active in the attacker's session");
+            owner.batch_execute("TRUNCATE public.hijack_log").await.unwrap();
 
             let call = format!("hijack_{k}_{login}_{}", Uuid::new_v4().simple());
             let r = Report::for_call(&call);
             let typed = [
                 ("create_inbound_call", a.ringing(&call)),
-                (
-                    "create_inbound_call (forward)",
-                    a.status(&call, "in-progress", at(3)),
-                ),
-                (
-                    "record_transcript",
-                    a.transcript(&call, "user", "hello", at(4)),
-                ),
+                ("create_inbound_call (forward)", a.status(&call, "in-progress", at(3))),
+                ("record_transcript", a.transcript(&call, "user", "hello", at(4))),
                 ("complete_call", a.report(&call, &r)),
                 ("complete_call (status ended)", a.status_ended(&call, "bye")),
             ];
@@ -604,9 +449,7 @@ async fn search_path_hijack_cannot_redirect_the_security_definer_functions() {
                 match msg.outcome(&attacker).await {
                     Ok(o) if o.org_id == a.id && o.applied => {}
                     Ok(o) if o.org_id == a.id && what.contains("status ended") => {} // stale after the report
-                    other => {
-                        figures.violation("leaks", format!("{path} as {login}: {what}: {other:?}"))
-                    }
+                    other => figures.violation("leaks", format!("{path} as {login}: {what}: {other:?}")),
                 }
             }
             let bodies = [
@@ -623,32 +466,20 @@ async fn search_path_hijack_cannot_redirect_the_security_definer_functions() {
                 let want = if i == 3 { b.id } else { a.id };
                 match deliver(&attacker, body).await {
                     Ok(v) if v["org_id"] == want.to_string().as_str() && v["applied"] == true => {}
-                    other => figures.violation(
-                        "leaks",
-                        format!("{path} as {login}: webhook {i}: {other:?}"),
-                    ),
+                    other => figures.violation("leaks", format!("{path} as {login}: webhook {i}: {other:?}")),
                 }
             }
             figures.attacks += 1;
             if let Err(e) = attacker
-                .query_one(
-                    "SELECT voxanne.record_rejected_event(p_body => $1, p_sqlstate => '22023')",
-                    &[&bodies[0]],
-                )
+                .query_one("SELECT voxanne.record_rejected_event(p_body => $1, p_sqlstate => '22023')", &[&bodies[0]])
                 .await
             {
-                figures.violation(
-                    "errors",
-                    format!("{path} as {login}: record_rejected_event: {}", describe(&e)),
-                );
+                figures.violation("errors", format!("{path} as {login}: record_rejected_event: {}", describe(&e)));
             }
             if login == "postgres" {
                 figures.attacks += 1;
                 if let Err(e) = attacker
-                    .batch_execute(&format!(
-                        "SELECT voxanne.upsert_agent('{}', '{}')",
-                        a.id, a.assistant_id
-                    ))
+                    .batch_execute(&format!("SELECT voxanne.upsert_agent('{}', '{}')", a.id, a.assistant_id))
                     .await
                 {
                     figures.violation("errors", format!("{path}: upsert_agent: {}", describe(&e)));
@@ -663,24 +494,12 @@ async fn search_path_hijack_cannot_redirect_the_security_definer_functions() {
                 .map(|r| r.get(0))
                 .collect();
             for r in ran {
-                figures.violation(
-                    "leaks",
-                    format!("{path} as {login}: hijacked object ran: {r}"),
-                );
+                figures.violation("leaks", format!("{path} as {login}: hijacked object ran: {r}"));
             }
-            for t in [
-                "agents",
-                "calls",
-                "outbox",
-                "call_transcripts",
-                "processed_webhook_events",
-            ] {
+            for t in ["agents", "calls", "outbox", "call_transcripts", "processed_webhook_events"] {
                 let shadow = count(&attacker, &format!("SELECT (SELECT count(*) FROM pg_temp.{t}) + (SELECT count(*) FROM evil.{t}) + (SELECT count(*) FROM public.{t})"), &[]).await;
                 if shadow > 0 {
-                    figures.violation(
-                        "leaks",
-                        format!("{path} as {login}: {shadow} rows written to a shadow {t}"),
-                    );
+                    figures.violation("leaks", format!("{path} as {login}: {shadow} rows written to a shadow {t}"));
                 }
             }
             // the calls are right: the same as delivering without the trap
@@ -690,37 +509,23 @@ async fn search_path_hijack_cannot_redirect_the_security_definer_functions() {
                 || row["summary"] != r.summary.as_str()
                 || row["lines"].as_array().map(Vec::len) != Some(1)
             {
-                figures.violation(
-                    "leaks",
-                    format!("{path} as {login}: the call is not what was sent: {row}"),
-                );
+                figures.violation("leaks", format!("{path} as {login}: the call is not what was sent: {row}"));
             }
             figures.checks += 1;
         }
     }
     // B is untouched except for the one call routed to it by its own phone number
-    let b_calls = count(
-        &owner,
-        "SELECT count(*) FROM voxanne.calls WHERE org_id = $1",
-        &[&b.id],
-    )
-    .await;
+    let b_calls = count(&owner, "SELECT count(*) FROM voxanne.calls WHERE org_id = $1", &[&b.id]).await;
     if b_calls != before.1["calls"] + (paths.len() * 2) as i64 {
         figures.violation("leaks", format!("org B has {b_calls} calls"));
     }
     drop(owner);
-    admin
-        .batch_execute(&format!("DROP DATABASE {dbname} WITH (FORCE)"))
-        .await
-        .expect("DROP DATABASE");
+    admin.batch_execute(&format!("DROP DATABASE {dbname} WITH (FORCE)")).await.expect("DROP DATABASE");
     figures.finish();
 }
 
 async fn connect_to(config: tokio_postgres::Config) -> Client {
-    let (client, connection) = config
-        .connect(tokio_postgres::NoTls)
-        .await
-        .expect("connect");
+    let (client, connection) = config.connect(tokio_postgres::NoTls).await.expect("connect");
     tokio::spawn(async move {
         let _ = connection.await;
     });
@@ -758,11 +563,7 @@ async fn sql_injection_strings_in_every_text_field_are_stored_verbatim() {
         )
         .await
         .unwrap_or_else(|e| panic!("upsert_agent({inj:?}): {}", describe(&e)));
-        let org = Org {
-            id: org_id,
-            assistant_id: assistant.clone(),
-            agent_id: Uuid::nil(),
-        };
+        let org = Org { id: org_id, assistant_id: assistant.clone(), agent_id: Uuid::nil() };
         let number = fit(inj, 64);
         let url = format!("https://rec.example/{inj}");
         let ended = fit(inj, 255);
@@ -840,10 +641,7 @@ async fn sql_injection_strings_in_every_text_field_are_stored_verbatim() {
             let row = match row {
                 Ok(r) => r,
                 Err(e) => {
-                    figures.violation(
-                        "lost",
-                        format!("{via} {inj:?}: the call is not stored: {}", describe(&e)),
-                    );
+                    figures.violation("lost", format!("{via} {inj:?}: the call is not stored: {}", describe(&e)));
                     continue;
                 }
             };
@@ -863,24 +661,15 @@ async fn sql_injection_strings_in_every_text_field_are_stored_verbatim() {
             for (k, (field, value)) in want.iter().enumerate() {
                 let got: Option<String> = row.get(k);
                 if got.as_deref() != Some(*value) {
-                    figures.violation(
-                        "leaks",
-                        format!("{via}: {field} not stored verbatim: {got:?} != {value:?}"),
-                    );
+                    figures.violation("leaks", format!("{via}: {field} not stored verbatim: {got:?} != {value:?}"));
                 }
             }
             figures.checks += 1;
         }
         // enum fields refuse the string, nothing is written
         for (what, msg) in [
-            (
-                "p_status",
-                org.status(&format!("enum_{run}_{i}"), inj, at(1)),
-            ),
-            (
-                "p_role",
-                org.transcript(&format!("enum_{run}_{i}"), inj, "x", at(1)),
-            ),
+            ("p_status", org.status(&format!("enum_{run}_{i}"), inj, at(1))),
+            ("p_role", org.transcript(&format!("enum_{run}_{i}"), inj, "x", at(1))),
         ] {
             figures.attacks += 1;
             match msg.call(&db).await {
@@ -891,10 +680,7 @@ async fn sql_injection_strings_in_every_text_field_are_stored_verbatim() {
     }
     let tables_after = count(&db, "SELECT count(*) FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'voxanne'", &[]).await;
     if tables_after != tables_before {
-        figures.violation(
-            "leaks",
-            format!("schema voxanne had {tables_before} relations, now {tables_after}"),
-        );
+        figures.violation("leaks", format!("schema voxanne had {tables_before} relations, now {tables_after}"));
     }
     unchanged(&db, &bystander, &before, "injection strings", &mut figures).await;
     relay.stop().await;
@@ -914,10 +700,7 @@ fn sign(key: &str, ts: &str, body: &str) -> String {
 }
 
 fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
 }
 
 /// A signed webhook replayed outside the relay's tolerance window (5 minutes either way), a
@@ -927,41 +710,18 @@ fn now() -> i64 {
 async fn replayed_or_forged_signed_webhooks_are_refused_and_write_nothing() {
     let mut figures = Figures::new("attacks/replayed and forged signed webhooks");
     let db = connect().await;
-    let relay = Relay::start(
-        &db_url(),
-        &[
-            "--hmac-secrets",
-            HMAC_KEY,
-            "--hmac-tolerance",
-            "5m",
-            "--pool-size",
-            "2",
-        ],
-    )
-    .await;
+    let relay =
+        Relay::start(&db_url(), &["--hmac-secrets", HMAC_KEY, "--hmac-tolerance", "5m", "--pool-size", "2"]).await;
     let org = Org::create(&db).await;
     let call = unique("signed");
     let body = vapi::status_body(&org.assistant_id, &call, "ringing", T0_MS);
     let other = vapi::status_body(&org.assistant_id, &call, "in-progress", T0_MS + 1);
-    let rejected_before: i64 = db
-        .query_one(
-            "SELECT coalesce(max(id), 0) FROM voxanne.rejected_events",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let rejected_before: i64 =
+        db.query_one("SELECT coalesce(max(id), 0) FROM voxanne.rejected_events", &[]).await.unwrap().get(0);
 
     let post = |ts: String, sig: String, body: String| {
         let relay = &relay;
-        async move {
-            relay
-                .post_raw(
-                    body,
-                    &[("x-timestamp", ts.as_str()), ("x-signature", sig.as_str())],
-                )
-                .await
-        }
+        async move { relay.post_raw(body, &[("x-timestamp", ts.as_str()), ("x-signature", sig.as_str())]).await }
     };
     // a legitimate delivery, then its replay inside the window: one effect
     let ts = now().to_string();
@@ -980,60 +740,15 @@ async fn replayed_or_forged_signed_webhooks_are_refused_and_write_nothing() {
     let future = (now() + 400).to_string();
     let fresh = now().to_string();
     let attacks: Vec<(&str, String, String, String)> = vec![
-        (
-            "captured 5 min 1 s ago, replayed",
-            old.clone(),
-            sign(HMAC_KEY, &old, &other),
-            other.clone(),
-        ),
-        (
-            "captured a day ago, replayed",
-            older.clone(),
-            sign(HMAC_KEY, &older, &other),
-            other.clone(),
-        ),
-        (
-            "signed 6 min 40 s in the future",
-            future.clone(),
-            sign(HMAC_KEY, &future, &other),
-            other.clone(),
-        ),
-        (
-            "old signature, fresh x-timestamp",
-            fresh.clone(),
-            sign(HMAC_KEY, &old, &other),
-            other.clone(),
-        ),
-        (
-            "valid signature, tampered body",
-            fresh.clone(),
-            sign(HMAC_KEY, &fresh, &body),
-            other.clone(),
-        ),
-        (
-            "signed with another key",
-            fresh.clone(),
-            sign("not-the-key", &fresh, &other),
-            other.clone(),
-        ),
-        (
-            "empty signature",
-            fresh.clone(),
-            String::new(),
-            other.clone(),
-        ),
-        (
-            "signature of the body without the timestamp",
-            fresh.clone(),
-            sign(HMAC_KEY, "", &other),
-            other.clone(),
-        ),
-        (
-            "negative timestamp",
-            "-1".into(),
-            sign(HMAC_KEY, "-1", &other),
-            other.clone(),
-        ),
+        ("captured 5 min 1 s ago, replayed", old.clone(), sign(HMAC_KEY, &old, &other), other.clone()),
+        ("captured a day ago, replayed", older.clone(), sign(HMAC_KEY, &older, &other), other.clone()),
+        ("signed 6 min 40 s in the future", future.clone(), sign(HMAC_KEY, &future, &other), other.clone()),
+        ("old signature, fresh x-timestamp", fresh.clone(), sign(HMAC_KEY, &old, &other), other.clone()),
+        ("valid signature, tampered body", fresh.clone(), sign(HMAC_KEY, &fresh, &body), other.clone()),
+        ("signed with another key", fresh.clone(), sign("not-the-key", &fresh, &other), other.clone()),
+        ("empty signature", fresh.clone(), String::new(), other.clone()),
+        ("signature of the body without the timestamp", fresh.clone(), sign(HMAC_KEY, "", &other), other.clone()),
+        ("negative timestamp", "-1".into(), sign(HMAC_KEY, "-1", &other), other.clone()),
         (
             "timestamp in milliseconds",
             (now() * 1000).to_string(),
@@ -1058,14 +773,8 @@ async fn replayed_or_forged_signed_webhooks_are_refused_and_write_nothing() {
     for (what, headers) in [
         ("no credentials", vec![]),
         ("wrong shared secret", vec![("x-vapi-secret", "guess")]),
-        (
-            "HMAC key as the shared secret",
-            vec![("x-vapi-secret", HMAC_KEY)],
-        ),
-        (
-            "shared secret as the signature",
-            vec![("x-timestamp", fresh.as_str()), ("x-signature", SECRET)],
-        ),
+        ("HMAC key as the shared secret", vec![("x-vapi-secret", HMAC_KEY)]),
+        ("shared secret as the signature", vec![("x-timestamp", fresh.as_str()), ("x-signature", SECRET)]),
     ] {
         figures.attacks += 1;
         let (status, answer) = relay.post_raw(other.clone(), &headers).await;
@@ -1077,18 +786,12 @@ async fn replayed_or_forged_signed_webhooks_are_refused_and_write_nothing() {
         figures.violation("leaks", "a refused request wrote rows");
     }
     let rejected: i64 = db
-        .query_one(
-            "SELECT count(*) FROM voxanne.rejected_events WHERE id > $1",
-            &[&rejected_before],
-        )
+        .query_one("SELECT count(*) FROM voxanne.rejected_events WHERE id > $1", &[&rejected_before])
         .await
         .unwrap()
         .get(0);
     if rejected != 0 {
-        figures.violation(
-            "leaks",
-            format!("{rejected} refused requests reached the database"),
-        );
+        figures.violation("leaks", format!("{rejected} refused requests reached the database"));
     }
     relay.stop().await;
     figures.finish();
@@ -1103,40 +806,24 @@ async fn a_deactivated_or_moved_assistant_no_longer_writes_into_its_old_org() {
     let old = Org::create(&db).await;
     let call = unique("moved");
     full_call(&db, &old, &call, T0_MS).await;
-    db.execute(
-        "SELECT voxanne.upsert_agent($1, $2, p_active => false)",
-        &[&old.id, &old.assistant_id],
-    )
-    .await
-    .unwrap();
+    db.execute("SELECT voxanne.upsert_agent($1, $2, p_active => false)", &[&old.id, &old.assistant_id]).await.unwrap();
     let before = snapshot(&db, &old).await;
     let late = Message {
         org: 0,
         call: call.clone(),
-        kind: Kind::Transcript {
-            role: "user",
-            text: "late".into(),
-        },
+        kind: Kind::Transcript { role: "user", text: "late".into() },
         at_ms: T0_MS + 99_000,
         start_ms: T0_MS,
     };
     figures.attacks += 1;
     match deliver(&db, &late.body(&old.assistant_id)).await {
-        Err(e)
-            if e.code()
-                .map(|c| c.code())
-                .is_some_and(vapi::is_documented_data_error) => {}
+        Err(e) if e.code().map(|c| c.code()).is_some_and(vapi::is_documented_data_error) => {}
         other => figures.violation("leaks", format!("deactivated assistant: {other:?}")),
     }
     unchanged(&db, &old, &before, "deactivated assistant", &mut figures).await;
     // the assistant moves to a new org: its messages go there, the old org is untouched
     let new_org = Uuid::new_v4();
-    db.execute(
-        "SELECT voxanne.upsert_agent($1, $2)",
-        &[&new_org, &old.assistant_id],
-    )
-    .await
-    .unwrap();
+    db.execute("SELECT voxanne.upsert_agent($1, $2)", &[&new_org, &old.assistant_id]).await.unwrap();
     figures.attacks += 1;
     match deliver(&db, &late.body(&old.assistant_id)).await {
         Ok(v) if v["org_id"] == new_org.to_string().as_str() => {}

@@ -16,13 +16,7 @@
 use voxanne_it::figures::Figures;
 use voxanne_it::*;
 
-const API_ROLES: [&str; 5] = [
-    "anon",
-    "authenticated",
-    "service_role",
-    "authenticator",
-    "voxanne_relay",
-];
+const API_ROLES: [&str; 5] = ["anon", "authenticated", "service_role", "authenticator", "voxanne_relay"];
 
 async fn rows(db: &tokio_postgres::Client, sql: &str) -> Vec<String> {
     db.query(sql, &[])
@@ -53,19 +47,8 @@ async fn every_tenant_table_keys_on_org_id_and_has_rls() {
          ORDER BY 1",
     )
     .await;
-    for t in [
-        "agents",
-        "calls",
-        "call_transcripts",
-        "processed_webhook_events",
-        "outbox",
-        "rejected_events",
-        "leads",
-    ] {
-        assert!(
-            tenant_tables.iter().any(|x| x == t),
-            "tenant table {t} not found: {tenant_tables:?}"
-        );
+    for t in ["agents", "calls", "call_transcripts", "processed_webhook_events", "outbox", "rejected_events", "leads"] {
+        assert!(tenant_tables.iter().any(|x| x == t), "tenant table {t} not found: {tenant_tables:?}");
     }
     figures.note("tenant tables", tenant_tables.join(", "));
 
@@ -117,9 +100,7 @@ async fn every_tenant_table_keys_on_org_id_and_has_rls() {
         vec!["CREATE UNIQUE INDEX rejected_events_pkey ON voxanne.rejected_events USING btree (id) / org_id nullable: true".to_string()],
         "voxanne.rejected_events is the documented exception"
     );
-    let schema_sql =
-        std::fs::read_to_string(voxanne_it::figures::workspace_root().join("sql/schema.sql"))
-            .unwrap();
+    let schema_sql = std::fs::read_to_string(voxanne_it::figures::workspace_root().join("sql/schema.sql")).unwrap();
     assert!(
         schema_sql.contains("org_id is the one nullable org_id in the schema"),
         "sql/schema.sql documents the rejected_events exception"
@@ -197,10 +178,7 @@ async fn every_function_pins_search_path_and_no_api_role_can_write() {
            AND NOT coalesce(p.proconfig, '{}') @> ARRAY['search_path=pg_catalog, pg_temp']",
     )
     .await;
-    figures.note(
-        "functions without a pinned search_path",
-        unpinned.join(", "),
-    );
+    figures.note("functions without a pinned search_path", unpinned.join(", "));
     expect_none(
         &db,
         "function without a pinned search_path that is not a private plain-SQL helper",
@@ -254,7 +232,10 @@ async fn nothing_in_schema_voxanne_is_owned_or_creatable_by_a_non_superuser() {
     let db = connect().await;
     let owned = "JOIN pg_catalog.pg_roles o ON o.oid = x.owner WHERE NOT o.rolsuper";
     let objects = [
-        ("schema", "SELECT 'schema voxanne' AS what, nspowner AS owner FROM pg_catalog.pg_namespace WHERE nspname = 'voxanne'"),
+        (
+            "schema",
+            "SELECT 'schema voxanne' AS what, nspowner AS owner FROM pg_catalog.pg_namespace WHERE nspname = 'voxanne'",
+        ),
         (
             "relation",
             "SELECT c.relkind::text || ' ' || c.relname, c.relowner FROM pg_catalog.pg_class c
@@ -277,52 +258,33 @@ async fn nothing_in_schema_voxanne_is_owned_or_creatable_by_a_non_superuser() {
         ),
     ];
     for (kind, sql) in objects {
-        let q = format!(
-            "SELECT x.what || ' owned by ' || o.rolname FROM ({sql}) AS x(what, owner) {owned}"
-        );
-        expect_none(
-            &db,
-            &format!("{kind} owned by a non-superuser"),
-            &q,
-            &mut figures,
-        )
-        .await;
+        let q = format!("SELECT x.what || ' owned by ' || o.rolname FROM ({sql}) AS x(what, owner) {owned}");
+        expect_none(&db, &format!("{kind} owned by a non-superuser"), &q, &mut figures).await;
     }
     for role in API_ROLES {
         figures.checks += 1;
-        let exists = count(
-            &db,
-            "SELECT count(*) FROM pg_catalog.pg_roles WHERE rolname = $1",
-            &[&role],
-        )
-        .await;
+        let exists = count(&db, "SELECT count(*) FROM pg_catalog.pg_roles WHERE rolname = $1", &[&role]).await;
         if exists == 0 {
             continue;
         }
         let can_create: bool = db
+            .query_one("SELECT pg_catalog.has_schema_privilege($1, 'voxanne', 'CREATE')", &[&role])
+            .await
+            .unwrap()
+            .get(0);
+        if can_create {
+            figures.violation("leaks", format!("{role} may CREATE in schema voxanne (it could plant shadow objects)"));
+        }
+        let superuser: bool = db
             .query_one(
-                "SELECT pg_catalog.has_schema_privilege($1, 'voxanne', 'CREATE')",
+                "SELECT rolsuper OR rolbypassrls AND $1 <> 'service_role' FROM pg_catalog.pg_roles WHERE rolname = $1",
                 &[&role],
             )
             .await
             .unwrap()
             .get(0);
-        if can_create {
-            figures.violation(
-                "leaks",
-                format!("{role} may CREATE in schema voxanne (it could plant shadow objects)"),
-            );
-        }
-        let superuser: bool = db
-            .query_one("SELECT rolsuper OR rolbypassrls AND $1 <> 'service_role' FROM pg_catalog.pg_roles WHERE rolname = $1", &[&role])
-            .await
-            .unwrap()
-            .get(0);
         if superuser {
-            figures.violation(
-                "leaks",
-                format!("API role {role} is a superuser or bypasses RLS"),
-            );
+            figures.violation("leaks", format!("API role {role} is a superuser or bypasses RLS"));
         }
     }
     expect_none(

@@ -25,13 +25,7 @@ use tokio_postgres::Client;
 use voxanne_it::*;
 
 /// Hash-distributed on `org_id`, colocated with `voxanne.calls`.
-const DISTRIBUTED: &[&str] = &[
-    "calls",
-    "call_transcripts",
-    "processed_webhook_events",
-    "outbox",
-    "leads",
-];
+const DISTRIBUTED: &[&str] = &["calls", "call_transcripts", "processed_webhook_events", "outbox", "leads"];
 /// Replicated to every node: `agents` routes an assistant id to its org before the org is known.
 const REFERENCE: &[&str] = &["agents"];
 /// Left on the coordinator: rows without an org, or global service state.
@@ -72,19 +66,10 @@ async fn tables(db: &Client) -> BTreeSet<String> {
 async fn every_table_is_placed_in_the_scale_out_plan() {
     let db = connect().await;
     let found = tables(&db).await;
-    let unplaced: Vec<&String> = found
-        .iter()
-        .filter(|t| placement(t) == "unplaced")
-        .collect();
-    assert!(
-        unplaced.is_empty(),
-        "tables with no Citus placement in docs/SCALING.md and this test: {unplaced:?}"
-    );
+    let unplaced: Vec<&String> = found.iter().filter(|t| placement(t) == "unplaced").collect();
+    assert!(unplaced.is_empty(), "tables with no Citus placement in docs/SCALING.md and this test: {unplaced:?}");
     for t in DISTRIBUTED.iter().chain(REFERENCE) {
-        assert!(
-            found.contains(*t),
-            "the plan places voxanne.{t}, which does not exist"
-        );
+        assert!(found.contains(*t), "the plan places voxanne.{t}, which does not exist");
     }
 }
 
@@ -103,13 +88,9 @@ async fn distributed_tables_lead_every_unique_key_with_a_not_null_org_id() {
             )
             .await
             .expect("org_id column");
-        let (not_null, ty): (bool, String) = row
-            .map(|r| (r.get(0), r.get(1)))
-            .unwrap_or_else(|| panic!("voxanne.{table} has no org_id"));
-        assert!(
-            not_null,
-            "voxanne.{table}.org_id is nullable: Citus rejects NULL distribution values"
-        );
+        let (not_null, ty): (bool, String) =
+            row.map(|r| (r.get(0), r.get(1))).unwrap_or_else(|| panic!("voxanne.{table} has no org_id"));
+        assert!(not_null, "voxanne.{table}.org_id is nullable: Citus rejects NULL distribution values");
         assert_eq!(ty, "uuid", "voxanne.{table}.org_id");
     }
 
@@ -150,19 +131,12 @@ async fn distributed_tables_lead_every_unique_key_with_a_not_null_org_id() {
             "voxanne.{table}: unique key {index} {columns:?} must lead with org_id (Citus needs the distribution column in it)"
         );
     }
-    assert!(
-        checked >= DISTRIBUTED.len(),
-        "a primary key per distributed table, at least: {checked}"
-    );
+    assert!(checked >= DISTRIBUTED.len(), "a primary key per distributed table, at least: {checked}");
     // Exclusion constraints span orgs by design (an assistant id is active in ONE org), so they
     // can only live on the reference table, which every node holds whole.
     for e in &exclusions {
         let table = e.split('.').next().unwrap();
-        assert_eq!(
-            placement(table),
-            "reference",
-            "exclusion constraint {e} outside the reference table"
-        );
+        assert_eq!(placement(table), "reference", "exclusion constraint {e} outside the reference table");
     }
     assert!(
         exclusions.contains("agents.agents_one_active_per_assistant"),
@@ -203,55 +177,40 @@ async fn foreign_keys_follow_citus_rules() {
             String,
             Vec<String>,
             Vec<String>,
-        ) = (
-            r.get(0),
-            r.get(1),
-            r.get(2),
-            r.get(3),
-            r.get(4),
-            r.get(5),
-            r.get(6),
-        );
+        ) = (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5), r.get(6));
         let (from_kind, to_kind) = (placement(&src), placement(&dst));
         let what = format!("{name} ({src} -> {dst})");
         match (from_kind, to_kind) {
             ("reference", "distributed") => {
-                violations.insert(format!(
-                    "{what}: a reference table may not reference a distributed table"
-                ));
+                violations.insert(format!("{what}: a reference table may not reference a distributed table"));
             }
             ("distributed", "distributed") => {
-                let (i, j) = (
-                    from.iter().position(|c| c == "org_id"),
-                    to.iter().position(|c| c == "org_id"),
-                );
+                let (i, j) = (from.iter().position(|c| c == "org_id"), to.iter().position(|c| c == "org_id"));
                 if i.is_none() || i != j {
-                    violations.insert(format!("{what}: {from:?} -> {to:?} must carry org_id at the same position (colocation)"));
+                    violations.insert(format!(
+                        "{what}: {from:?} -> {to:?} must carry org_id at the same position (colocation)"
+                    ));
                 } else {
                     colocated += 1;
                 }
             }
             ("distributed", "reference") => {}
             ("distributed", _) | ("reference", "local") => {
-                violations.insert(format!(
-                    "{what}: may only reference a distributed or a reference table"
-                ));
+                violations.insert(format!("{what}: may only reference a distributed or a reference table"));
             }
             ("local", "distributed") => {
-                violations.insert(format!(
-                    "{what}: a coordinator-local table may not reference a distributed table"
-                ));
+                violations.insert(format!("{what}: a coordinator-local table may not reference a distributed table"));
             }
             _ => {}
         }
         if from_kind == "distributed" && from.iter().any(|c| c == "org_id") {
             if matches!(on_delete.as_str(), "n" | "d") {
-                violations.insert(format!(
-                    "{what}: ON DELETE SET NULL on a foreign key that includes org_id"
-                ));
+                violations.insert(format!("{what}: ON DELETE SET NULL on a foreign key that includes org_id"));
             }
             if matches!(on_update.as_str(), "n" | "d" | "c") {
-                violations.insert(format!("{what}: ON UPDATE SET NULL/SET DEFAULT/CASCADE on a foreign key that includes org_id"));
+                violations.insert(format!(
+                    "{what}: ON UPDATE SET NULL/SET DEFAULT/CASCADE on a foreign key that includes org_id"
+                ));
             }
         }
     }
@@ -259,14 +218,8 @@ async fn foreign_keys_follow_citus_rules() {
     let known: BTreeSet<String> = KNOWN_BLOCKERS.iter().map(|s| s.to_string()).collect();
     let new: Vec<&String> = violations.difference(&known).collect();
     let fixed: Vec<&String> = known.difference(&violations).collect();
-    assert!(
-        new.is_empty(),
-        "foreign keys Citus would refuse (fix them or document them in docs/SCALING.md): {new:#?}"
-    );
-    assert!(
-        fixed.is_empty(),
-        "fixed in the schema: remove from KNOWN_BLOCKERS and docs/SCALING.md: {fixed:#?}"
-    );
+    assert!(new.is_empty(), "foreign keys Citus would refuse (fix them or document them in docs/SCALING.md): {new:#?}");
+    assert!(fixed.is_empty(), "fixed in the schema: remove from KNOWN_BLOCKERS and docs/SCALING.md: {fixed:#?}");
 }
 
 #[tokio::test]
@@ -297,7 +250,10 @@ async fn identity_columns_of_distributed_tables_are_bigint() {
             identity == "a" || identity == "d",
             "voxanne.{table}.{column}: sequence default {default:?}; use an identity"
         );
-        assert_eq!(ty, "bigint", "voxanne.{table}.{column}: Citus allows only bigint identity columns on distributed tables");
+        assert_eq!(
+            ty, "bigint",
+            "voxanne.{table}.{column}: Citus allows only bigint identity columns on distributed tables"
+        );
         seen.insert(format!("{table}.{column}"));
     }
     assert_eq!(
@@ -345,17 +301,9 @@ async fn public_call_functions_derive_the_org_instead_of_taking_it() {
         .expect("functions");
     assert_eq!(rows.len(), 5);
     for r in rows {
-        let (name, args, types): (String, Vec<String>, Vec<String>) =
-            (r.get(0), r.get(1), r.get(2));
-        let takes_org = args
-            .iter()
-            .zip(&types)
-            .any(|(a, t)| a == "p_org_id" && t == "uuid");
-        assert_eq!(
-            takes_org,
-            name == "upsert_agent",
-            "voxanne.{name}({args:?})"
-        );
+        let (name, args, types): (String, Vec<String>, Vec<String>) = (r.get(0), r.get(1), r.get(2));
+        let takes_org = args.iter().zip(&types).any(|(a, t)| a == "p_org_id" && t == "uuid");
+        assert_eq!(takes_org, name == "upsert_agent", "voxanne.{name}({args:?})");
         assert!(
             !types.iter().any(|t| t == "uuid") || name == "upsert_agent",
             "voxanne.{name} takes a uuid: update docs/SCALING.md"

@@ -10,11 +10,7 @@ use voxanne_it::*;
 const CLIENTS: usize = 16;
 const ROUNDS: usize = 100;
 
-async fn setup() -> (
-    tokio_postgres::Client,
-    Org,
-    Vec<Arc<tokio_postgres::Client>>,
-) {
+async fn setup() -> (tokio_postgres::Client, Org, Vec<Arc<tokio_postgres::Client>>) {
     let db = connect().await;
     let org = Org::create(&db).await;
     let clients = connect_many(CLIENTS).await;
@@ -28,10 +24,7 @@ async fn same_status_message_from_16_connections_applies_once() {
     let mut stats = RaceStats::default();
     for round in 0..ROUNDS {
         let call = unique("call");
-        let outcomes = all_ok(
-            race_same(&clients, &org.ringing(&call)).await,
-            &format!("round {round}"),
-        );
+        let outcomes = all_ok(race_same(&clients, &org.ringing(&call)).await, &format!("round {round}"));
         stats.record(&outcomes);
         assert_one_applied_rest_duplicate(&outcomes, &org, &call, &format!("round {round}"));
         let applied = outcomes.iter().find(|o| o.applied).unwrap();
@@ -41,12 +34,8 @@ async fn same_status_message_from_16_connections_applies_once() {
     }
     stats.assert_raced("ringing race");
 
-    let rows = grouped(
-        &db,
-        "SELECT vapi_call_id, count(*) FROM voxanne.calls WHERE org_id = $1 GROUP BY 1",
-        &[&org.id],
-    )
-    .await;
+    let rows =
+        grouped(&db, "SELECT vapi_call_id, count(*) FROM voxanne.calls WHERE org_id = $1 GROUP BY 1", &[&org.id]).await;
     assert_each_once(&rows, &calls, "calls rows per vapi call id");
     let outbox = grouped(
         &db,
@@ -56,21 +45,14 @@ async fn same_status_message_from_16_connections_applies_once() {
     )
     .await;
     assert_each_once(&outbox, &calls, "outbox rows per call");
-    assert_eq!(
-        count_org_rows(&db, "outbox", &org).await,
-        ROUNDS as i64,
-        "outbox rows of the org"
-    );
+    assert_eq!(count_org_rows(&db, "outbox", &org).await, ROUNDS as i64, "outbox rows of the org");
     let ledger = grouped(
         &db,
         "SELECT event_id, count(*) FROM voxanne.processed_webhook_events WHERE org_id = $1 GROUP BY 1",
         &[&org.id],
     )
     .await;
-    let events: Vec<String> = calls
-        .iter()
-        .map(|c| format!("status:{c}:ringing"))
-        .collect();
+    let events: Vec<String> = calls.iter().map(|c| format!("status:{c}:ringing")).collect();
     assert_each_once(&ledger, &events, "ledger rows");
     // The single row per call holds what the message said.
     let wrong = count(
@@ -104,12 +86,7 @@ async fn race_transcript_lines(
             .expect("content_hash in the result")
             .to_string();
         for o in &outcomes {
-            assert_eq!(
-                o.raw["content_hash"].as_str(),
-                Some(hash.as_str()),
-                "{:?}",
-                o.raw
-            );
+            assert_eq!(o.raw["content_hash"].as_str(), Some(hash.as_str()), "{:?}", o.raw);
         }
         lines.push((call, text, hash));
     }
@@ -154,11 +131,7 @@ async fn assert_one_row_per_line(
         assert_eq!(ok, 1, "line {text:?} of {call} not stored as sent");
     }
     // Transcripts are deduplicated by their key, not by the ledger.
-    assert_eq!(
-        count_org_rows(db, "processed_webhook_events", org).await,
-        ledger,
-        "ledger rows: transcripts add none"
-    );
+    assert_eq!(count_org_rows(db, "processed_webhook_events", org).await, ledger, "ledger rows: transcripts add none");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -180,12 +153,8 @@ async fn same_transcript_line_of_a_new_call_from_16_connections_is_stored_once()
     let calls: Vec<String> = (0..ROUNDS).map(|_| unique("call")).collect();
     let lines = race_transcript_lines(&org, &clients, |round| calls[round].clone()).await;
     assert_one_row_per_line(&db, &org, &lines, 0).await;
-    let rows = grouped(
-        &db,
-        "SELECT vapi_call_id, count(*) FROM voxanne.calls WHERE org_id = $1 GROUP BY 1",
-        &[&org.id],
-    )
-    .await;
+    let rows =
+        grouped(&db, "SELECT vapi_call_id, count(*) FROM voxanne.calls WHERE org_id = $1 GROUP BY 1", &[&org.id]).await;
     assert_each_once(&rows, &calls, "calls rows per vapi call id");
 }
 
@@ -210,13 +179,7 @@ async fn race_ends(end: End, existing_call: bool) {
     for round in 0..ROUNDS {
         let call = unique("call");
         if existing_call {
-            assert!(
-                org.ringing(&call)
-                    .outcome(&db)
-                    .await
-                    .expect("ringing")
-                    .applied
-            );
+            assert!(org.ringing(&call).outcome(&db).await.expect("ringing").applied);
         }
         let report = Report::for_call(&call);
         let msg = match end {
@@ -239,37 +202,19 @@ async fn race_ends(end: End, existing_call: bool) {
             .expect("the call row");
         assert_eq!(row.get::<_, Option<String>>(0).as_deref(), Some("ended"));
         assert_eq!(row.get::<_, Option<String>>(1), Some(event_of(&call)));
-        assert_eq!(
-            row.get::<_, Option<String>>(2),
-            Some(report.ended_reason.clone())
-        );
+        assert_eq!(row.get::<_, Option<String>>(2), Some(report.ended_reason.clone()));
         if end == End::Report {
-            assert_eq!(
-                row.get::<_, Option<String>>(3),
-                Some(report.summary.clone())
-            );
-            assert_eq!(
-                row.get::<_, Option<String>>(4),
-                Some(report.recording_url.clone())
-            );
+            assert_eq!(row.get::<_, Option<String>>(3), Some(report.summary.clone()));
+            assert_eq!(row.get::<_, Option<String>>(4), Some(report.recording_url.clone()));
             assert_eq!(row.get::<_, Option<String>>(5), Some(report.cost.clone()));
-            assert_eq!(
-                row.get::<_, Option<String>>(6),
-                Some(report.duration_seconds.clone())
-            );
+            assert_eq!(row.get::<_, Option<String>>(6), Some(report.duration_seconds.clone()));
         }
         calls.push(call);
     }
-    stats.assert_raced(&format!(
-        "{event_prefix} race, existing call: {existing_call}"
-    ));
+    stats.assert_raced(&format!("{event_prefix} race, existing call: {existing_call}"));
 
-    let rows = grouped(
-        &db,
-        "SELECT vapi_call_id, count(*) FROM voxanne.calls WHERE org_id = $1 GROUP BY 1",
-        &[&org.id],
-    )
-    .await;
+    let rows =
+        grouped(&db, "SELECT vapi_call_id, count(*) FROM voxanne.calls WHERE org_id = $1 GROUP BY 1", &[&org.id]).await;
     assert_each_once(&rows, &calls, "calls rows per vapi call id");
     let ended = grouped(
         &db,
@@ -290,11 +235,7 @@ async fn race_ends(end: End, existing_call: bool) {
     assert_each_once(&marks, &events, "ledger rows of the end");
     // Nothing else was written: one outbox and one ledger row per ringing, if any.
     let before = if existing_call { ROUNDS as i64 } else { 0 };
-    assert_eq!(
-        count_org_rows(&db, "outbox", &org).await,
-        ROUNDS as i64 + before,
-        "outbox rows of the org"
-    );
+    assert_eq!(count_org_rows(&db, "outbox", &org).await, ROUNDS as i64 + before, "outbox rows of the org");
     assert_eq!(
         count_org_rows(&db, "processed_webhook_events", &org).await,
         ROUNDS as i64 + before,

@@ -35,19 +35,11 @@ const ORGS: usize = 3;
 
 /// Bodies of the workload, each message for its own org's assistant.
 fn bodies(messages: &[Message], orgs: &[Org]) -> Vec<String> {
-    messages
-        .iter()
-        .map(|m| m.body(&orgs[m.org].assistant_id))
-        .collect()
+    messages.iter().map(|m| m.body(&orgs[m.org].assistant_id)).collect()
 }
 
 /// Deliver the workload serially to fresh twin orgs and compare every org's final state.
-async fn compare_with_serial(
-    db: &tokio_postgres::Client,
-    orgs: &[Org],
-    messages: &[Message],
-    figures: &mut Figures,
-) {
+async fn compare_with_serial(db: &tokio_postgres::Client, orgs: &[Org], messages: &[Message], figures: &mut Figures) {
     for (o, org) in orgs.iter().enumerate() {
         let twin = Org::create(db).await;
         let mine: Vec<&Message> = messages.iter().filter(|m| m.org == o).collect();
@@ -56,10 +48,7 @@ async fn compare_with_serial(
         let want = vapi::org_state(db, twin.id).await;
         figures.checks += want.len() as u64;
         for d in vapi::state_diff(&got, &want, 5) {
-            figures.violation(
-                "errors",
-                format!("org {o} differs from serial delivery: {d}"),
-            );
+            figures.violation("errors", format!("org {o} differs from serial delivery: {d}"));
         }
     }
 }
@@ -68,11 +57,7 @@ async fn compare_with_serial(
 async fn wait_acked(senders: &Senders, n: usize) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     while senders.acked_count() < n {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no progress: {} of {n} acknowledged",
-            senders.acked_count()
-        );
+        assert!(tokio::time::Instant::now() < deadline, "no progress: {} of {n} acknowledged", senders.acked_count());
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
@@ -109,9 +94,7 @@ async fn backend_sigkill_mid_transaction_leaves_no_partial_rows_and_redelivery_a
     let mut rest = &order[..];
     while !rest.is_empty() {
         let n = (1 + rng.below(4)).min(rest.len());
-        groups.push(Group {
-            messages: rest[..n].to_vec(),
-        });
+        groups.push(Group { messages: rest[..n].to_vec() });
         rest = &rest[n..];
     }
     let mut sends: Vec<usize> = (0..groups.len()).collect();
@@ -224,10 +207,7 @@ async fn backend_sigkill_mid_transaction_leaves_no_partial_rows_and_redelivery_a
         let target = total_groups * (k + 1) / (kills + 2);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
         while committed.lock().unwrap().len() < target {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "no progress before kill {k}"
-            );
+            assert!(tokio::time::Instant::now() < deadline, "no progress before kill {k}");
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let monitor = cluster.connect_when_up().await;
@@ -242,10 +222,7 @@ async fn backend_sigkill_mid_transaction_leaves_no_partial_rows_and_redelivery_a
                 .expect("pg_stat_activity");
             if !rows.is_empty() {
                 let r = &rows[rng.below(rows.len())];
-                break (
-                    r.get::<_, i32>(0),
-                    r.get::<_, Option<String>>(1).unwrap_or_default(),
-                );
+                break (r.get::<_, i32>(0), r.get::<_, Option<String>>(1).unwrap_or_default());
             }
             tokio::time::sleep(Duration::from_millis(1)).await;
         };
@@ -262,29 +239,19 @@ async fn backend_sigkill_mid_transaction_leaves_no_partial_rows_and_redelivery_a
         }
         let db = cluster.connect_when_up().await;
         let committed_now = committed.lock().unwrap().clone();
-        let acked: BTreeSet<usize> = committed_now
-            .iter()
-            .flat_map(|g| groups[*g].messages.iter().copied())
-            .collect();
+        let acked: BTreeSet<usize> = committed_now.iter().flat_map(|g| groups[*g].messages.iter().copied()).collect();
         let verdicts = vapi::verify(&db, &orgs, &messages, &|i| acked.contains(&i)).await;
         verdicts.record(&mut figures);
         // all or nothing per transaction that was not acknowledged
         let present = present_effects(&db, &orgs, &messages).await;
         for (g, group) in groups.iter().enumerate() {
-            let effects: Vec<usize> = group
-                .messages
-                .iter()
-                .copied()
-                .filter(|m| messages[*m].kind != Kind::Ignored)
-                .collect();
+            let effects: Vec<usize> =
+                group.messages.iter().copied().filter(|m| messages[*m].kind != Kind::Ignored).collect();
             let n = effects.iter().filter(|m| present.contains(m)).count();
             if n != 0 && n != effects.len() {
                 figures.violation(
                     "partial",
-                    format!(
-                        "after kill {k}: transaction {g}: {n} of {} messages present",
-                        effects.len()
-                    ),
+                    format!("after kill {k}: transaction {g}: {n} of {} messages present", effects.len()),
                 );
             }
         }
@@ -304,14 +271,8 @@ async fn backend_sigkill_mid_transaction_leaves_no_partial_rows_and_redelivery_a
     for line in cluster.unexpected_crashes() {
         figures.violation("crashes", line);
     }
-    figures.note(
-        "victim backend states",
-        serde_json::to_value(&victim_states).unwrap(),
-    );
-    figures.note(
-        "failed attempts (redelivered)",
-        failed_attempts.load(Ordering::Relaxed),
-    );
+    figures.note("victim backend states", serde_json::to_value(&victim_states).unwrap());
+    figures.note("failed attempts (redelivered)", failed_attempts.load(Ordering::Relaxed));
     figures.note("transactions", total_groups as u64);
     figures.duplicates += failed_attempts.load(Ordering::Relaxed);
     drop(db);
@@ -320,18 +281,11 @@ async fn backend_sigkill_mid_transaction_leaves_no_partial_rows_and_redelivery_a
 }
 
 /// Indexes of the messages whose effect is in the tables (ignoring ignored types).
-async fn present_effects(
-    db: &tokio_postgres::Client,
-    orgs: &[Org],
-    messages: &[Message],
-) -> BTreeSet<usize> {
+async fn present_effects(db: &tokio_postgres::Client, orgs: &[Org], messages: &[Message]) -> BTreeSet<usize> {
     let mut out = BTreeSet::new();
     for (o, org) in orgs.iter().enumerate() {
         let ledger: BTreeSet<String> = db
-            .query(
-                "SELECT event_id FROM voxanne.processed_webhook_events WHERE org_id = $1",
-                &[&org.id],
-            )
+            .query("SELECT event_id FROM voxanne.processed_webhook_events WHERE org_id = $1", &[&org.id])
             .await
             .unwrap()
             .iter()
@@ -384,23 +338,15 @@ async fn relay_sigkill_under_load_then_redelivery_applies_every_event_exactly_on
     let senders = Senders::new(bodies(&messages, &orgs), slots);
 
     let http = voxanne_it::relay::http_client(SENDERS);
-    let mut relay = ChildRelay::spawn(
-        env!("CARGO_BIN_EXE_voxanne-it-relay"),
-        &url,
-        &["--pool-size", "16"],
-    );
+    let mut relay = ChildRelay::spawn(env!("CARGO_BIN_EXE_voxanne-it-relay"), &url, &["--pool-size", "16"]);
     relay.wait_ready(&http).await;
-    let transports = (0..SENDERS)
-        .map(|_| Transport::http(http.clone(), relay.webhook_url(), SECRET))
-        .collect();
+    let transports = (0..SENDERS).map(|_| Transport::http(http.clone(), relay.webhook_url(), SECRET)).collect();
     let tasks = senders.spawn(transports);
     for k in 0..kills {
         wait_acked(&senders, total * (k + 1) / (kills + 2)).await;
         // kill while requests are in flight
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while senders.in_flight.load(Ordering::SeqCst) == 0
-            && tokio::time::Instant::now() < deadline
-        {
+        while senders.in_flight.load(Ordering::SeqCst) == 0 && tokio::time::Instant::now() < deadline {
             tokio::task::yield_now().await;
         }
         relay.kill9();
@@ -422,17 +368,11 @@ async fn relay_sigkill_under_load_then_redelivery_applies_every_event_exactly_on
     for d in doubled {
         figures.violation("doubled", d);
     }
-    figures.note(
-        "applied but not acknowledged (answer lost in the crash; redelivery was a duplicate)",
-        unacknowledged,
-    );
+    figures.note("applied but not acknowledged (answer lost in the crash; redelivery was a duplicate)", unacknowledged);
     let attempts = senders.attempts.load(Ordering::Relaxed);
     figures.delivered = attempts;
     figures.duplicates = attempts - messages.len() as u64;
-    figures.note(
-        "redelivered after a failed attempt",
-        senders.retries.load(Ordering::Relaxed),
-    );
+    figures.note("redelivered after a failed attempt", senders.retries.load(Ordering::Relaxed));
     figures.note("relay starts", relay.starts as u64);
     let tally = vapi::outcomes(&senders.acked.lock().unwrap());
     for (k, n) in tally {
@@ -463,15 +403,10 @@ async fn postmaster_immediate_shutdown_under_load_loses_no_acknowledged_event_an
     let slots = vapi::slots(&mut rng, messages.len(), 0.3);
     let total = slots.len();
     let senders = Senders::new(bodies(&messages, &orgs), slots);
-    let relay = Relay::start(
-        &cluster.url(),
-        &["--pool-size", "12", "--pool-timeout", "1s"],
-    )
-    .await;
+    let relay = Relay::start(&cluster.url(), &["--pool-size", "12", "--pool-timeout", "1s"]).await;
     let http = voxanne_it::relay::http_client(HTTP_SENDERS);
-    let mut transports: Vec<Transport> = (0..HTTP_SENDERS)
-        .map(|_| Transport::http(http.clone(), relay.webhook_url(), SECRET))
-        .collect();
+    let mut transports: Vec<Transport> =
+        (0..HTTP_SENDERS).map(|_| Transport::http(http.clone(), relay.webhook_url(), SECRET)).collect();
     transports.extend((0..SQL_SENDERS).map(|_| Transport::sql(cluster.config())));
     let tasks = senders.spawn(transports);
 
@@ -490,10 +425,7 @@ async fn postmaster_immediate_shutdown_under_load_loses_no_acknowledged_event_an
         let verdicts = vapi::verify(&db, &orgs, &messages, &|i| acked.contains(&i)).await;
         figures.checks += acked.len() as u64;
         verdicts.record(&mut figures);
-        figures.note(
-            &format!("crash {k}: acknowledged before it"),
-            acked.len() as u64,
-        );
+        figures.note(&format!("crash {k}: acknowledged before it"), acked.len() as u64);
         senders.open_gate();
     }
     for t in tasks {
@@ -513,21 +445,12 @@ async fn postmaster_immediate_shutdown_under_load_loses_no_acknowledged_event_an
     for d in doubled {
         figures.violation("doubled", d);
     }
-    figures.note(
-        "applied but not acknowledged (answer lost in the crash; redelivery was a duplicate)",
-        unacknowledged,
-    );
+    figures.note("applied but not acknowledged (answer lost in the crash; redelivery was a duplicate)", unacknowledged);
     let attempts = senders.attempts.load(Ordering::Relaxed);
     figures.delivered = attempts;
     figures.duplicates = attempts - messages.len() as u64;
-    figures.note(
-        "redelivered after a failed attempt",
-        senders.retries.load(Ordering::Relaxed),
-    );
-    figures.note(
-        "relay retries of transient database errors",
-        relay.db_retries().await,
-    );
+    figures.note("redelivered after a failed attempt", senders.retries.load(Ordering::Relaxed));
+    figures.note("relay retries of transient database errors", relay.db_retries().await);
     let tally = vapi::outcomes(&senders.acked.lock().unwrap());
     for (k, n) in tally {
         figures.note(&format!("answers {k}"), n);

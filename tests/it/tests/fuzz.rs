@@ -62,35 +62,26 @@ impl Checker {
     fn answer(&mut self, v: &Value, body: &str) {
         if let Some(kind) = v.get("ignored") {
             if v.get("applied") != Some(&Value::Bool(false)) {
-                self.figures
-                    .violation("errors", format!("ignored {kind} but applied: {v}"));
+                self.figures.violation("errors", format!("ignored {kind} but applied: {v}"));
             }
             *self.outcomes.entry("ignored".into()).or_default() += 1;
             return;
         }
-        let outcome = v
-            .get("outcome")
-            .and_then(Value::as_str)
-            .unwrap_or("?")
-            .to_string();
+        let outcome = v.get("outcome").and_then(Value::as_str).unwrap_or("?").to_string();
         let applied = v.get("applied").and_then(Value::as_bool);
         let org = v.get("org_id").and_then(Value::as_str).unwrap_or("?");
         let kind = v.get("message_type").and_then(Value::as_str).unwrap_or("?");
         let call = v.get("vapi_call_id").and_then(Value::as_str);
         *self.outcomes.entry(outcome.clone()).or_default() += 1;
         if org != self.org.id.to_string() {
-            self.figures
-                .violation("leaks", format!("answer names org {org}: {v}"));
+            self.figures.violation("leaks", format!("answer names org {org}: {v}"));
             return;
         }
         let (Some(applied), Some(call)) = (applied, call) else {
-            self.figures
-                .violation("errors", format!("malformed answer {v} to {body}"));
+            self.figures.violation("errors", format!("malformed answer {v} to {body}"));
             return;
         };
-        if !matches!(outcome.as_str(), "applied" | "duplicate" | "stale")
-            || applied != (outcome == "applied")
-        {
+        if !matches!(outcome.as_str(), "applied" | "duplicate" | "stale") || applied != (outcome == "applied") {
             self.figures.violation("errors", format!("answer {v}"));
             return;
         }
@@ -106,13 +97,9 @@ impl Checker {
     fn error(&mut self, code: &str, message: &str, body: &str) {
         *self.codes.entry(code.to_string()).or_default() += 1;
         if code == "XX000" {
-            self.figures
-                .violation("panics", format!("XX000 {message} — body: {}", clip(body)));
+            self.figures.violation("panics", format!("XX000 {message} — body: {}", clip(body)));
         } else if !vapi::is_documented_data_error(code) {
-            self.figures.violation(
-                "errors",
-                format!("undocumented {code} {message} — body: {}", clip(body)),
-            );
+            self.figures.violation("errors", format!("undocumented {code} {message} — body: {}", clip(body)));
         }
     }
 
@@ -129,10 +116,7 @@ impl Checker {
             ("outbox", outbox, self.expect.outbox),
         ] {
             if got != want {
-                self.figures.violation(
-                    "partial",
-                    format!("{what}: {got} rows, the answers account for {want}"),
-                );
+                self.figures.violation("partial", format!("{what}: {got} rows, the answers account for {want}"));
             }
         }
         for p in vapi::partial_rows(db, self.org.id).await {
@@ -163,14 +147,8 @@ async fn context(db: &Client) -> (Org, Ctx) {
     )
     .await
     .expect("register the phone number");
-    let calls = (0..40)
-        .map(|i| format!("fz_{i}_{}", uuid::Uuid::new_v4().simple()))
-        .collect();
-    let ctx = Ctx {
-        assistant: org.assistant_id.clone(),
-        phone,
-        calls,
-    };
+    let calls = (0..40).map(|i| format!("fz_{i}_{}", uuid::Uuid::new_v4().simple())).collect();
+    let ctx = Ctx { assistant: org.assistant_id.clone(), phone, calls };
     (org, ctx)
 }
 
@@ -184,26 +162,15 @@ struct Sentinel {
 impl Sentinel {
     async fn start() -> Self {
         let client = connect().await;
-        let started = client
-            .query_one("SELECT pg_catalog.pg_postmaster_start_time()", &[])
-            .await
-            .unwrap()
-            .get(0);
+        let started = client.query_one("SELECT pg_catalog.pg_postmaster_start_time()", &[]).await.unwrap().get(0);
         Self { client, started }
     }
 
     async fn check(&self, figures: &mut Figures) {
-        match self
-            .client
-            .query_one("SELECT pg_catalog.pg_postmaster_start_time()", &[])
-            .await
-        {
+        match self.client.query_one("SELECT pg_catalog.pg_postmaster_start_time()", &[]).await {
             Ok(row) if row.get::<_, std::time::SystemTime>(0) == self.started => {}
             Ok(_) => figures.violation("crashes", "the postmaster restarted during the test"),
-            Err(e) => figures.violation(
-                "crashes",
-                format!("the sentinel session died: {}", describe(&e)),
-            ),
+            Err(e) => figures.violation("crashes", format!("the sentinel session died: {}", describe(&e))),
         }
     }
 }
@@ -211,10 +178,7 @@ impl Sentinel {
 fn runner(seed: u64) -> TestRunner {
     let mut bytes = [0u8; 32];
     bytes[..8].copy_from_slice(&seed.to_le_bytes());
-    TestRunner::new_with_rng(
-        PtConfig::default(),
-        TestRng::from_seed(RngAlgorithm::ChaCha, &bytes),
-    )
+    TestRunner::new_with_rng(PtConfig::default(), TestRng::from_seed(RngAlgorithm::ChaCha, &bytes))
 }
 
 /// Run `bodies` through `handle_vapi_message` on `CONNECTIONS` connections.
@@ -245,10 +209,7 @@ async fn fuzz_sql(checker: Checker, bodies: Vec<String>) -> Checker {
                                 false
                             }
                             None => {
-                                c.figures.violation(
-                                    "crashes",
-                                    format!("connection lost: {e} — body: {}", clip(&body)),
-                                );
+                                c.figures.violation("crashes", format!("connection lost: {e} — body: {}", clip(&body)));
                                 true
                             }
                         },
@@ -285,14 +246,8 @@ async fn proptest_messages_through_handle_vapi_message() {
     let (org, ctx) = context(&db).await;
     let mut runner = runner(seed(0xf022_0001));
     let strategy = fuzz::message(&ctx);
-    let bodies: Vec<String> = (0..cases)
-        .map(|_| strategy.new_tree(&mut runner).expect("generate").current())
-        .collect();
-    let checker = fuzz_sql(
-        Checker::new(org, "fuzz/proptest messages -> handle_vapi_message"),
-        bodies,
-    )
-    .await;
+    let bodies: Vec<String> = (0..cases).map(|_| strategy.new_tree(&mut runner).expect("generate").current()).collect();
+    let checker = fuzz_sql(Checker::new(org, "fuzz/proptest messages -> handle_vapi_message"), bodies).await;
     finish(checker, &db, &sentinel).await;
 }
 
@@ -312,11 +267,7 @@ async fn mutated_fixtures_through_handle_vapi_message() {
         bodies.push(fuzz::mutate(&mut rng, &ctx, base));
     }
     bodies.reverse(); // fuzz_sql pops from the end
-    let checker = fuzz_sql(
-        Checker::new(org, "fuzz/mutated fixtures -> handle_vapi_message"),
-        bodies,
-    )
-    .await;
+    let checker = fuzz_sql(Checker::new(org, "fuzz/mutated fixtures -> handle_vapi_message"), bodies).await;
     finish(checker, &db, &sentinel).await;
 }
 
@@ -328,14 +279,8 @@ async fn proptest_and_mutated_messages_through_the_relay() {
     let (org, ctx) = context(&db).await;
     let url = std::env::var("VOXANNE_DATABASE_URL").expect("VOXANNE_DATABASE_URL");
     let relay = Relay::start(&url, &["--pool-size", "4"]).await;
-    let rejected_before: i64 = db
-        .query_one(
-            "SELECT coalesce(max(id), 0) FROM voxanne.rejected_events",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let rejected_before: i64 =
+        db.query_one("SELECT coalesce(max(id), 0) FROM voxanne.rejected_events", &[]).await.unwrap().get(0);
 
     let mut runner = runner(seed(0xf022_0003));
     let strategy = fuzz::message(&ctx);
@@ -346,19 +291,12 @@ async fn proptest_and_mutated_messages_through_the_relay() {
         let body = match bodies.len() % 20 {
             // raw bytes that are not UTF-8
             19 => {
-                let mut b = fixtures[rng.below(fixtures.len())]
-                    .1
-                    .to_string()
-                    .into_bytes();
+                let mut b = fixtures[rng.below(fixtures.len())].1.to_string().into_bytes();
                 let i = rng.below(b.len());
                 b.insert(i, 0xff);
                 b
             }
-            k if k % 2 == 0 => strategy
-                .new_tree(&mut runner)
-                .expect("generate")
-                .current()
-                .into_bytes(),
+            k if k % 2 == 0 => strategy.new_tree(&mut runner).expect("generate").current().into_bytes(),
             _ => {
                 let base = &fixtures[rng.below(fixtures.len())].1;
                 fuzz::mutate(&mut rng, &ctx, base).into_bytes()
@@ -367,10 +305,7 @@ async fn proptest_and_mutated_messages_through_the_relay() {
         bodies.push(body);
     }
 
-    let checker = Arc::new(Mutex::new(Checker::new(
-        org,
-        "fuzz/proptest + mutated messages -> relay",
-    )));
+    let checker = Arc::new(Mutex::new(Checker::new(org, "fuzz/proptest + mutated messages -> relay")));
     let rejected = Arc::new(Mutex::new(Vec::<(String, String)>::new()));
     let queue = Arc::new(Mutex::new(bodies));
     let mut tasks = Vec::new();
@@ -394,45 +329,30 @@ async fn proptest_and_mutated_messages_through_the_relay() {
                 let (status, answer) = match response {
                     Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
                     Err(e) => {
-                        checker.lock().unwrap().figures.violation(
-                            "errors",
-                            format!("no answer: {e:?} — body: {}", clip(&text)),
-                        );
+                        checker
+                            .lock()
+                            .unwrap()
+                            .figures
+                            .violation("errors", format!("no answer: {e:?} — body: {}", clip(&text)));
                         continue;
                     }
                 };
                 let json: Option<Value> = serde_json::from_str(&answer).ok();
                 // for a 5xx, find out what the database said (in a rolled-back transaction)
-                let sqlstate = if status >= 500 {
-                    replay_sqlstate(&db, &body).await
-                } else {
-                    String::new()
-                };
+                let sqlstate = if status >= 500 { replay_sqlstate(&db, &body).await } else { String::new() };
                 let mut c = checker.lock().unwrap();
                 c.figures.fuzz_cases += 1;
                 match (status, json) {
                     (200, Some(v)) => c.answer(&v, &text),
                     (422, Some(v)) => {
-                        rejected
-                            .lock()
-                            .unwrap()
-                            .push((text.clone(), answer.clone()));
-                        let code = v
-                            .get("code")
-                            .and_then(Value::as_str)
-                            .unwrap_or("?")
-                            .to_string();
-                        let message = v
-                            .get("message")
-                            .and_then(Value::as_str)
-                            .unwrap_or("")
-                            .to_string();
+                        rejected.lock().unwrap().push((text.clone(), answer.clone()));
+                        let code = v.get("code").and_then(Value::as_str).unwrap_or("?").to_string();
+                        let message = v.get("message").and_then(Value::as_str).unwrap_or("").to_string();
                         c.error(&code, &message, &text);
                     }
                     (400, Some(_)) => {
                         *c.codes.entry("HTTP 400".into()).or_default() += 1;
-                        let parses = std::str::from_utf8(&body)
-                            .is_ok_and(|t| serde_json::from_str::<Value>(t).is_ok());
+                        let parses = std::str::from_utf8(&body).is_ok_and(|t| serde_json::from_str::<Value>(t).is_ok());
                         if parses {
                             c.figures.violation(
                                 "errors",
@@ -445,17 +365,10 @@ async fn proptest_and_mutated_messages_through_the_relay() {
                     }
                     (status, _) => {
                         *c.codes.entry(format!("HTTP {status}")).or_default() += 1;
-                        let kind = if sqlstate.starts_with("XX000") {
-                            "panics"
-                        } else {
-                            "errors"
-                        };
+                        let kind = if sqlstate.starts_with("XX000") { "panics" } else { "errors" };
                         c.figures.violation(
                             kind,
-                            format!(
-                                "HTTP {status} {answer} (database: {sqlstate}) — body: {}",
-                                clip(&text)
-                            ),
+                            format!("HTTP {status} {answer} (database: {sqlstate}) — body: {}", clip(&text)),
                         );
                     }
                 }
@@ -468,10 +381,7 @@ async fn proptest_and_mutated_messages_through_the_relay() {
     let mut checker = Arc::try_unwrap(checker).ok().unwrap().into_inner().unwrap();
     // every 422 stored its body, once
     let stored: Vec<String> = db
-        .query(
-            "SELECT body FROM voxanne.rejected_events WHERE id > $1",
-            &[&rejected_before],
-        )
+        .query("SELECT body FROM voxanne.rejected_events WHERE id > $1", &[&rejected_before])
         .await
         .unwrap()
         .iter()
@@ -485,27 +395,18 @@ async fn proptest_and_mutated_messages_through_the_relay() {
     for (body, answer) in &answered {
         match stored_count.get_mut(body.as_str()) {
             Some(n) if *n > 0 => *n -= 1,
-            _ => checker.figures.violation(
-                "lost",
-                format!(
-                    "answered 422 {answer} but the body was not stored: {}",
-                    clip(body)
-                ),
-            ),
+            _ => checker
+                .figures
+                .violation("lost", format!("answered 422 {answer} but the body was not stored: {}", clip(body))),
         }
     }
     for (body, n) in stored_count {
         if n > 0 {
-            checker.figures.violation(
-                "doubled",
-                format!("stored {n} more time(s) than answered 422: {}", clip(body)),
-            );
+            checker.figures.violation("doubled", format!("stored {n} more time(s) than answered 422: {}", clip(body)));
         }
     }
     let stored = stored.len();
-    checker
-        .figures
-        .note("rejected bodies stored", stored as u64);
+    checker.figures.note("rejected bodies stored", stored as u64);
     relay.stop().await;
     finish(checker, &db, &sentinel).await;
 }
@@ -520,10 +421,9 @@ async fn replay_sqlstate(db: &Client, body: &[u8]) -> String {
     db.batch_execute("ROLLBACK").await.expect("ROLLBACK");
     match result {
         Ok(_) => "no error".into(),
-        Err(e) => e
-            .as_db_error()
-            .map(|d| format!("{} {}", d.code().code(), d.message()))
-            .unwrap_or_else(|| e.to_string()),
+        Err(e) => {
+            e.as_db_error().map(|d| format!("{} {}", d.code().code(), d.message())).unwrap_or_else(|| e.to_string())
+        }
     }
 }
 
@@ -548,10 +448,7 @@ async fn numbers_beyond_f64_and_deep_nesting_are_data_errors_not_panics() {
             "0".repeat(400),
             org.assistant_id
         ),
-        format!(
-            r#"{{"message":{{"type":"speech-update","x":{}}}}}"#,
-            deep(129)
-        ),
+        format!(r#"{{"message":{{"type":"speech-update","x":{}}}}}"#, deep(129)),
         format!(
             r#"{{"message":{{"type":"transcript","role":"user","transcript":"hi","timestamp":1795600800000,"x":{},"call":{{"id":"{call}","assistantId":"{}"}}}}}}"#,
             deep(1000),
@@ -571,11 +468,7 @@ async fn numbers_beyond_f64_and_deep_nesting_are_data_errors_not_panics() {
                 if code == "XX000" {
                     figures.violation(
                         "panics",
-                        format!(
-                            "{} — body: {}",
-                            describe(&e).lines().next().unwrap_or(""),
-                            clip(body)
-                        ),
+                        format!("{} — body: {}", describe(&e).lines().next().unwrap_or(""), clip(body)),
                     );
                 } else if !vapi::is_documented_data_error(&code) {
                     figures.violation("errors", format!("{} — body: {}", describe(&e), clip(body)));
@@ -596,25 +489,14 @@ async fn relay_stores_every_refused_body_and_closes_after_413() {
     let db = connect().await;
     let url = std::env::var("VOXANNE_DATABASE_URL").expect("VOXANNE_DATABASE_URL");
     let relay = Relay::start(&url, &["--pool-size", "2"]).await;
-    let rejected_before: i64 = db
-        .query_one(
-            "SELECT coalesce(max(id), 0) FROM voxanne.rejected_events",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let rejected_before: i64 =
+        db.query_one("SELECT coalesce(max(id), 0) FROM voxanne.rejected_events", &[]).await.unwrap().get(0);
     let marker = uuid::Uuid::new_v4().simple().to_string();
     let huge_message = format!(r#"{{"message":"{marker}{}"}}"#, "é".repeat(35_000));
-    let too_deep = format!(
-        r#"{{"marker":"{marker}","message":{}{}}}"#,
-        "[".repeat(100_000),
-        "]".repeat(100_000)
-    );
-    for (what, body, code) in [
-        ("an error message over 64 KiB", &huge_message, "22023"),
-        ("nesting beyond jsonb's stack", &too_deep, "54001"),
-    ] {
+    let too_deep = format!(r#"{{"marker":"{marker}","message":{}{}}}"#, "[".repeat(100_000), "]".repeat(100_000));
+    for (what, body, code) in
+        [("an error message over 64 KiB", &huge_message, "22023"), ("nesting beyond jsonb's stack", &too_deep, "54001")]
+    {
         figures.fuzz_cases += 1;
         let (status, answer) = relay.deliver(body).await;
         let v: Value = serde_json::from_str(&answer).unwrap_or(Value::Null);
@@ -639,17 +521,9 @@ async fn relay_stores_every_refused_body_and_closes_after_413() {
     let small = r#"{"message":{"type":"speech-update"}}"#;
     for i in 0..40 {
         figures.fuzz_cases += 1;
-        let body = if i % 2 == 0 {
-            big.clone()
-        } else {
-            small.to_string()
-        };
-        let sent = http
-            .post(relay.webhook_url())
-            .header("x-vapi-secret", voxanne_it::relay::SECRET)
-            .body(body)
-            .send()
-            .await;
+        let body = if i % 2 == 0 { big.clone() } else { small.to_string() };
+        let sent =
+            http.post(relay.webhook_url()).header("x-vapi-secret", voxanne_it::relay::SECRET).body(body).send().await;
         match sent {
             Ok(r) if i % 2 == 0 && r.status() == 413 => {
                 if r.headers().get("connection").and_then(|v| v.to_str().ok()) != Some("close") {

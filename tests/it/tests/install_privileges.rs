@@ -16,26 +16,12 @@ use voxanne_it::*;
 fn write_calls(org: &Org) -> Vec<(&'static str, Msg)> {
     let call = unique("call");
     vec![
-        (
-            "upsert_agent",
-            Msg::new("upsert_agent")
-                .uuid("p_org_id", org.id)
-                .text("p_vapi_assistant_id", unique("asst")),
-        ),
+        ("upsert_agent", Msg::new("upsert_agent").uuid("p_org_id", org.id).text("p_vapi_assistant_id", unique("asst"))),
         ("create_inbound_call", org.ringing(&call)),
-        (
-            "record_transcript",
-            org.transcript(&call, "user", "hello", at(1)),
-        ),
+        ("record_transcript", org.transcript(&call, "user", "hello", at(1))),
         ("complete_call", org.report(&call, &Report::for_call(&call))),
-        (
-            "complete_call (status-update)",
-            org.status_ended(&call, "hangup"),
-        ),
-        (
-            "purge_processed_events",
-            Msg::new("purge_processed_events").interval("p_older_than", "30 days"),
-        ),
+        ("complete_call (status-update)", org.status_ended(&call, "hangup")),
+        ("purge_processed_events", Msg::new("purge_processed_events").interval("p_older_than", "30 days")),
         ("grant_api_roles", Msg::new("grant_api_roles")),
     ]
 }
@@ -47,10 +33,7 @@ async fn begin_as(client: &Client, role: &str, claims: Option<&str>) {
         .unwrap_or_else(|e| panic!("SET ROLE {role}: {}", describe(&e)));
     if let Some(claims) = claims {
         client
-            .execute(
-                "SELECT pg_catalog.set_config('request.jwt.claims', $1, true)",
-                &[&claims],
-            )
+            .execute("SELECT pg_catalog.set_config('request.jwt.claims', $1, true)", &[&claims])
             .await
             .expect("set_config");
     }
@@ -74,32 +57,16 @@ async fn assert_write_functions_denied(role: &str) {
         rollback(&api).await;
         match result {
             Ok(v) => panic!("{role} called {name}: {v}"),
-            Err(e) => assert_eq!(
-                e.code(),
-                Some(&SqlState::INSUFFICIENT_PRIVILEGE),
-                "{role} calling {name}: {}",
-                describe(&e)
-            ),
+            Err(e) => {
+                assert_eq!(e.code(), Some(&SqlState::INSUFFICIENT_PRIVILEGE), "{role} calling {name}: {}", describe(&e))
+            }
         }
     }
     // Nothing was written for the org by any of them.
-    for table in [
-        "calls",
-        "outbox",
-        "processed_webhook_events",
-        "call_transcripts",
-    ] {
-        assert_eq!(
-            count_org_rows(&db, table, &org).await,
-            0,
-            "{table} rows after {role}'s attempts"
-        );
+    for table in ["calls", "outbox", "processed_webhook_events", "call_transcripts"] {
+        assert_eq!(count_org_rows(&db, table, &org).await, 0, "{table} rows after {role}'s attempts");
     }
-    assert_eq!(
-        count_org_rows(&db, "agents", &org).await,
-        1,
-        "agents after {role}'s attempts"
-    );
+    assert_eq!(count_org_rows(&db, "agents", &org).await, 1, "agents after {role}'s attempts");
 }
 
 #[tokio::test]
@@ -115,56 +82,25 @@ async fn authenticated_cannot_call_any_write_function() {
 #[tokio::test]
 async fn anon_cannot_read_and_authenticated_cannot_write_tables() {
     let api = connect_as("authenticator").await;
-    for table in [
-        "agents",
-        "calls",
-        "call_transcripts",
-        "outbox",
-        "processed_webhook_events",
-    ] {
+    for table in ["agents", "calls", "call_transcripts", "outbox", "processed_webhook_events"] {
         begin_as(&api, "anon", None).await;
-        let e = api
-            .query(&format!("SELECT 1 FROM voxanne.{table} LIMIT 1"), &[])
-            .await
-            .expect_err(table);
+        let e = api.query(&format!("SELECT 1 FROM voxanne.{table} LIMIT 1"), &[]).await.expect_err(table);
         rollback(&api).await;
-        assert_eq!(
-            e.code(),
-            Some(&SqlState::INSUFFICIENT_PRIVILEGE),
-            "anon reading {table}: {}",
-            describe(&e)
-        );
+        assert_eq!(e.code(), Some(&SqlState::INSUFFICIENT_PRIVILEGE), "anon reading {table}: {}", describe(&e));
     }
     let org = Uuid::new_v4();
     let claims = claims_for(org);
     let attempts = [
-        (
-            "INSERT INTO voxanne.outbox (org_id, topic, payload) VALUES ($1, 'x', '{}')",
-            "insert outbox",
-        ),
-        (
-            "UPDATE voxanne.calls SET status = 'ended' WHERE org_id = $1",
-            "update calls",
-        ),
-        (
-            "DELETE FROM voxanne.call_transcripts WHERE org_id = $1",
-            "delete call_transcripts",
-        ),
-        (
-            "SELECT 1 FROM voxanne.processed_webhook_events WHERE org_id = $1",
-            "read the ledger",
-        ),
+        ("INSERT INTO voxanne.outbox (org_id, topic, payload) VALUES ($1, 'x', '{}')", "insert outbox"),
+        ("UPDATE voxanne.calls SET status = 'ended' WHERE org_id = $1", "update calls"),
+        ("DELETE FROM voxanne.call_transcripts WHERE org_id = $1", "delete call_transcripts"),
+        ("SELECT 1 FROM voxanne.processed_webhook_events WHERE org_id = $1", "read the ledger"),
     ];
     for (sql, what) in attempts {
         begin_as(&api, "authenticated", Some(&claims)).await;
         let e = api.execute(sql, &[&org]).await.expect_err(what);
         rollback(&api).await;
-        assert_eq!(
-            e.code(),
-            Some(&SqlState::INSUFFICIENT_PRIVILEGE),
-            "authenticated: {what}: {}",
-            describe(&e)
-        );
+        assert_eq!(e.code(), Some(&SqlState::INSUFFICIENT_PRIVILEGE), "authenticated: {what}: {}", describe(&e));
     }
 }
 
@@ -177,11 +113,7 @@ async fn service_role_can_call_every_write_function() {
     let call = unique("call");
 
     begin_as(&api, "service_role", None).await;
-    let who: String = api
-        .query_one("SELECT current_user::text", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let who: String = api.query_one("SELECT current_user::text", &[]).await.unwrap().get(0);
     assert_eq!(who, "service_role");
     let agent_id: Uuid = Msg::new("upsert_agent")
         .uuid("p_org_id", org_id)
@@ -190,24 +122,14 @@ async fn service_role_can_call_every_write_function() {
         .call_scalar::<Uuid>(&api)
         .await
         .unwrap_or_else(|e| panic!("upsert_agent: {}", describe(&e)));
-    let org = Org {
-        id: org_id,
-        assistant_id,
-        agent_id,
-    };
+    let org = Org { id: org_id, assistant_id, agent_id };
     let r = Report::for_call(&call);
     for (what, msg) in [
         ("create_inbound_call", org.ringing(&call)),
-        (
-            "record_transcript",
-            org.transcript(&call, "user", "hello", at(1)),
-        ),
+        ("record_transcript", org.transcript(&call, "user", "hello", at(1))),
         ("complete_call", org.report(&call, &r)),
     ] {
-        let o = msg
-            .outcome(&api)
-            .await
-            .unwrap_or_else(|e| panic!("service_role {what}: {}", describe(&e)));
+        let o = msg.outcome(&api).await.unwrap_or_else(|e| panic!("service_role {what}: {}", describe(&e)));
         assert!(o.applied, "{what}: {:?}", o.raw);
         assert_eq!(o.org_id, org.id);
     }
@@ -216,38 +138,18 @@ async fn service_role_can_call_every_write_function() {
         .await
         .unwrap_or_else(|e| panic!("purge_processed_events: {}", describe(&e)));
     assert!(purged >= 0);
-    let own: Option<Uuid> = api
-        .query_one("SELECT voxanne.current_org_id()", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let own: Option<Uuid> = api.query_one("SELECT voxanne.current_org_id()", &[]).await.unwrap().get(0);
     assert_eq!(own, None, "no claims, no org");
     api.batch_execute("COMMIT").await.expect("COMMIT");
 
     // Re-granting is the owner's business only.
     begin_as(&api, "service_role", None).await;
-    let e = api
-        .execute("SELECT voxanne.grant_api_roles()", &[])
-        .await
-        .expect_err("service_role ran grant_api_roles");
+    let e = api.execute("SELECT voxanne.grant_api_roles()", &[]).await.expect_err("service_role ran grant_api_roles");
     rollback(&api).await;
-    assert_eq!(
-        e.code(),
-        Some(&SqlState::INSUFFICIENT_PRIVILEGE),
-        "{}",
-        describe(&e)
-    );
+    assert_eq!(e.code(), Some(&SqlState::INSUFFICIENT_PRIVILEGE), "{}", describe(&e));
 
     let rows = call_rows(&db, &org, &call).await;
-    assert_eq!(
-        rows,
-        CallRows {
-            calls: 1,
-            outbox: 3,
-            ledger: 2,
-            transcripts: 1
-        }
-    );
+    assert_eq!(rows, CallRows { calls: 1, outbox: 3, ledger: 2, transcripts: 1 });
     let (status, summary): (String, String) = {
         let row = db
             .query_one(
@@ -281,21 +183,9 @@ async fn authenticated_sees_only_the_org_in_its_jwt_claims() {
         for _ in 0..calls {
             let call = unique("call");
             assert!(org.ringing(&call).outcome(&db).await.unwrap().applied);
-            assert!(
-                org.transcript(&call, "user", "hi", at(1))
-                    .outcome(&db)
-                    .await
-                    .unwrap()
-                    .applied
-            );
+            assert!(org.transcript(&call, "user", "hi", at(1)).outcome(&db).await.unwrap().applied);
             if calls == 1 {
-                assert!(
-                    org.report(&call, &Report::for_call(&call))
-                        .outcome(&db)
-                        .await
-                        .unwrap()
-                        .applied
-                );
+                assert!(org.report(&call, &Report::for_call(&call)).outcome(&db).await.unwrap().applied);
             }
         }
     }
@@ -303,10 +193,7 @@ async fn authenticated_sees_only_the_org_in_its_jwt_claims() {
         HashMap::from([
             ("agents", HashMap::from([(org.id.to_string(), agents)])),
             ("calls", HashMap::from([(org.id.to_string(), calls)])),
-            (
-                "call_transcripts",
-                HashMap::from([(org.id.to_string(), calls)]),
-            ),
+            ("call_transcripts", HashMap::from([(org.id.to_string(), calls)])),
             ("outbox", HashMap::from([(org.id.to_string(), outbox)])),
         ])
     };
@@ -314,35 +201,20 @@ async fn authenticated_sees_only_the_org_in_its_jwt_claims() {
     let api = connect_as("authenticator").await;
     for (org, want) in [(&a, expected(&a, 1, 2, 4)), (&b, expected(&b, 1, 1, 3))] {
         begin_as(&api, "authenticated", Some(&claims_for(org.id))).await;
-        let own: Option<Uuid> = api
-            .query_one("SELECT voxanne.current_org_id()", &[])
-            .await
-            .unwrap()
-            .get(0);
+        let own: Option<Uuid> = api.query_one("SELECT voxanne.current_org_id()", &[]).await.unwrap().get(0);
         assert_eq!(own, Some(org.id));
         let seen = visible(&api).await;
         rollback(&api).await;
-        assert_eq!(
-            seen, want,
-            "authenticated with the claims of org {}",
-            org.id
-        );
+        assert_eq!(seen, want, "authenticated with the claims of org {}", org.id);
     }
 
     // No claims at all, or claims without an org: no tenant rows whatsoever.
-    for claims in [
-        None,
-        Some(r#"{"sub":"someone","role":"authenticated"}"#),
-        Some(r#"{"app_metadata":{}}"#),
-    ] {
+    for claims in [None, Some(r#"{"sub":"someone","role":"authenticated"}"#), Some(r#"{"app_metadata":{}}"#)] {
         begin_as(&api, "authenticated", claims).await;
         let seen = visible(&api).await;
         rollback(&api).await;
         for (table, rows) in seen {
-            assert!(
-                rows.is_empty(),
-                "authenticated with claims {claims:?} sees {table} rows {rows:?}"
-            );
+            assert!(rows.is_empty(), "authenticated with claims {claims:?} sees {table} rows {rows:?}");
         }
     }
 
@@ -351,30 +223,14 @@ async fn authenticated_sees_only_the_org_in_its_jwt_claims() {
     begin_as(&api, "authenticated", Some(&forged)).await;
     let seen = visible(&api).await;
     rollback(&api).await;
-    assert!(
-        seen.values().all(HashMap::is_empty),
-        "user_metadata.org_id granted {seen:?}"
-    );
+    assert!(seen.values().all(HashMap::is_empty), "user_metadata.org_id granted {seen:?}");
 }
 
 #[tokio::test]
 async fn malformed_org_claim_is_an_error_not_an_empty_result() {
     let api = connect_as("authenticator").await;
-    begin_as(
-        &api,
-        "authenticated",
-        Some(r#"{"app_metadata":{"org_id":"not-a-uuid"}}"#),
-    )
-    .await;
-    let e = api
-        .query("SELECT 1 FROM voxanne.calls LIMIT 1", &[])
-        .await
-        .expect_err("malformed org id claim");
+    begin_as(&api, "authenticated", Some(r#"{"app_metadata":{"org_id":"not-a-uuid"}}"#)).await;
+    let e = api.query("SELECT 1 FROM voxanne.calls LIMIT 1", &[]).await.expect_err("malformed org id claim");
     rollback(&api).await;
-    assert_eq!(
-        e.code(),
-        Some(&SqlState::INVALID_AUTHORIZATION_SPECIFICATION),
-        "{}",
-        describe(&e)
-    );
+    assert_eq!(e.code(), Some(&SqlState::INVALID_AUTHORIZATION_SPECIFICATION), "{}", describe(&e));
 }

@@ -14,27 +14,14 @@ use voxanne_it::*;
 /// The payload is exactly {org_id, id, topic}, and it names an outbox row of `org` with that
 /// topic. Returns the outbox id.
 async fn assert_ids_only(db: &tokio_postgres::Client, org: &Org, payload: &Value) -> i64 {
-    let obj = payload
-        .as_object()
-        .unwrap_or_else(|| panic!("payload is not an object: {payload}"));
+    let obj = payload.as_object().unwrap_or_else(|| panic!("payload is not an object: {payload}"));
     let keys: BTreeSet<&str> = obj.keys().map(String::as_str).collect();
-    assert_eq!(
-        keys,
-        BTreeSet::from(["org_id", "id", "topic"]),
-        "payload keys of {payload}"
-    );
+    assert_eq!(keys, BTreeSet::from(["org_id", "id", "topic"]), "payload keys of {payload}");
     assert_eq!(obj["org_id"].as_str(), Some(org.id.to_string().as_str()));
-    let id = obj["id"]
-        .as_i64()
-        .unwrap_or_else(|| panic!("id is not an integer: {payload}"));
-    let topic = obj["topic"]
-        .as_str()
-        .unwrap_or_else(|| panic!("topic is not a string: {payload}"));
+    let id = obj["id"].as_i64().unwrap_or_else(|| panic!("id is not an integer: {payload}"));
+    let topic = obj["topic"].as_str().unwrap_or_else(|| panic!("topic is not a string: {payload}"));
     let row = db
-        .query_one(
-            "SELECT topic FROM voxanne.outbox WHERE org_id = $1 AND id = $2",
-            &[&org.id, &id],
-        )
+        .query_one("SELECT topic FROM voxanne.outbox WHERE org_id = $1 AND id = $2", &[&org.id, &id])
         .await
         .unwrap_or_else(|e| panic!("no outbox row for notification {payload}: {}", describe(&e)));
     assert_eq!(row.get::<_, String>(0), topic, "topic of {payload}");
@@ -42,16 +29,9 @@ async fn assert_ids_only(db: &tokio_postgres::Client, org: &Org, payload: &Value
 }
 
 /// The rows of a call and the version (xmin) of its calls row.
-async fn call_state(
-    db: &tokio_postgres::Client,
-    org: &Org,
-    call: &str,
-) -> (CallRows, Option<String>) {
+async fn call_state(db: &tokio_postgres::Client, org: &Org, call: &str) -> (CallRows, Option<String>) {
     let version = db
-        .query_opt(
-            "SELECT xmin::text FROM voxanne.calls WHERE org_id = $1 AND vapi_call_id = $2",
-            &[&org.id, &call],
-        )
+        .query_opt("SELECT xmin::text FROM voxanne.calls WHERE org_id = $1 AND vapi_call_id = $2", &[&org.id, &call])
         .await
         .unwrap()
         .map(|r| r.get(0));
@@ -69,49 +49,22 @@ async fn each_applied_effect_notifies_once_with_ids_only_and_duplicates_not_at_a
     let steps: Vec<(&str, Msg, &str)> = vec![
         ("ringing", org.ringing(&call), "applied"),
         ("ringing again", org.ringing(&call), "duplicate"),
-        (
-            "in-progress",
-            org.status(&call, "in-progress", at(5)),
-            "applied",
-        ),
-        (
-            "transcript line",
-            org.transcript(&call, "assistant", "How can I help?", at(6)),
-            "applied",
-        ),
-        (
-            "same line again",
-            org.transcript(&call, "assistant", "How can I help?", at(6)),
-            "duplicate",
-        ),
+        ("in-progress", org.status(&call, "in-progress", at(5)), "applied"),
+        ("transcript line", org.transcript(&call, "assistant", "How can I help?", at(6)), "applied"),
+        ("same line again", org.transcript(&call, "assistant", "How can I help?", at(6)), "duplicate"),
         ("report", org.report(&call, &report), "applied"),
         ("report again", org.report(&call, &report), "duplicate"),
-        (
-            "status ended after the report",
-            org.status_ended(&call, "x"),
-            "stale",
-        ),
-        (
-            "status ended again",
-            org.status_ended(&call, "x"),
-            "duplicate",
-        ),
+        ("status ended after the report", org.status_ended(&call, "x"), "stale"),
+        ("status ended again", org.status_ended(&call, "x"), "duplicate"),
     ];
     let mut seen_ids = BTreeSet::new();
     for (what, msg, expected) in steps {
         let before = call_state(&db, &org, &call).await;
-        let outcome = msg
-            .outcome(&db)
-            .await
-            .unwrap_or_else(|e| panic!("{what}: {}", describe(&e)));
+        let outcome = msg.outcome(&db).await.unwrap_or_else(|e| panic!("{what}: {}", describe(&e)));
         assert_eq!(outcome.outcome, expected, "{what}: {:?}", outcome.raw);
         if outcome.is_duplicate() {
             // Not one row written or updated: same counts, same version of the call row.
-            assert_eq!(
-                call_state(&db, &org, &call).await,
-                before,
-                "{what} wrote something"
-            );
+            assert_eq!(call_state(&db, &org, &call).await, before, "{what} wrote something");
         }
         let notes = listener.drain(&db, &org).await;
         let want = usize::from(outcome.applied);
@@ -123,20 +76,13 @@ async fn each_applied_effect_notifies_once_with_ids_only_and_duplicates_not_at_a
     }
     // One notification for every outbox row of the org, and nothing else.
     let outbox: BTreeSet<i64> = db
-        .query(
-            "SELECT id FROM voxanne.outbox WHERE org_id = $1",
-            &[&org.id],
-        )
+        .query("SELECT id FROM voxanne.outbox WHERE org_id = $1", &[&org.id])
         .await
         .unwrap()
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(
-        outbox.len(),
-        4,
-        "outbox rows: ringing, in-progress, line, report"
-    );
+    assert_eq!(outbox.len(), 4, "outbox rows: ringing, in-progress, line, report");
     assert_eq!(seen_ids, outbox, "notified ids vs outbox ids");
 }
 
@@ -149,11 +95,7 @@ async fn a_16_way_race_notifies_once_per_round() {
     let clients: Vec<Arc<tokio_postgres::Client>> = connect_many(16).await;
     for round in 0..ROUNDS {
         let call = unique("call");
-        let msg = if round % 2 == 0 {
-            org.ringing(&call)
-        } else {
-            org.transcript(&call, "user", "hi", at(1))
-        };
+        let msg = if round % 2 == 0 { org.ringing(&call) } else { org.transcript(&call, "user", "hi", at(1)) };
         let outcomes = all_ok(race_same(&clients, &msg).await, &format!("round {round}"));
         assert_one_applied_rest_duplicate(&outcomes, &org, &call, &format!("round {round}"));
     }
@@ -177,11 +119,7 @@ async fn a_rolled_back_call_notifies_nothing() {
     db.batch_execute("BEGIN").await.unwrap();
     let outcome = org.ringing(&call).outcome(&db).await.expect("ringing");
     assert!(outcome.applied, "{:?}", outcome.raw);
-    assert_eq!(
-        count_org_rows(&db, "outbox", &org).await,
-        1,
-        "the outbox row exists inside the transaction"
-    );
+    assert_eq!(count_org_rows(&db, "outbox", &org).await, 1, "the outbox row exists inside the transaction");
     db.batch_execute("ROLLBACK").await.unwrap();
 
     let notes = listener.drain(&db, &org).await;
@@ -214,10 +152,7 @@ async fn the_notification_is_delivered_at_commit_not_before() {
     let id = assert_ids_only(&db, &org, &after[0]).await;
     assert_eq!(after[0]["topic"], "call.status");
     let payload_call: String = db
-        .query_one(
-            "SELECT payload->>'vapi_call_id' FROM voxanne.outbox WHERE org_id = $1 AND id = $2",
-            &[&org.id, &id],
-        )
+        .query_one("SELECT payload->>'vapi_call_id' FROM voxanne.outbox WHERE org_id = $1 AND id = $2", &[&org.id, &id])
         .await
         .unwrap()
         .get(0);
@@ -233,7 +168,9 @@ async fn with_voxanne_notify_off_the_outbox_row_is_written_and_nothing_is_sent()
     let org = Org::create(&db).await;
     db.batch_execute("SET voxanne.notify = off").await.unwrap();
     let call = unique("call");
-    for msg in [org.ringing(&call), org.transcript(&call, "user", "hi", at(3)), org.report(&call, &Report::for_call(&call))] {
+    for msg in
+        [org.ringing(&call), org.transcript(&call, "user", "hi", at(3)), org.report(&call, &Report::for_call(&call))]
+    {
         assert!(msg.outcome(&db).await.unwrap().applied);
     }
     let marker = Listener::send_marker(&db).await;

@@ -52,11 +52,7 @@ async fn ack(client: &Client, consumer: &str, last: &Read) {
 async fn ringing(client: &Client, org: &Org) -> i64 {
     let out = org.ringing(&unique("call")).call(client).await.expect("create_inbound_call");
     assert_eq!(out["applied"], true);
-    client
-        .query_one("SELECT max(id) FROM voxanne.outbox WHERE org_id = $1", &[&org.id])
-        .await
-        .unwrap()
-        .get(0)
+    client.query_one("SELECT max(id) FROM voxanne.outbox WHERE org_id = $1", &[&org.id]).await.unwrap().get(0)
 }
 
 #[tokio::test]
@@ -182,19 +178,15 @@ async fn purge_outbox_keeps_what_a_consumer_has_not_acknowledged() {
 
     let purged: i64 = owner.query_one("SELECT voxanne.purge_outbox()", &[]).await.unwrap().get(0);
     assert_eq!(purged, 2, "only the two acknowledged rows");
-    let left: Vec<i64> = owner
-        .query("SELECT id FROM voxanne.outbox ORDER BY id", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let left: Vec<i64> =
+        owner.query("SELECT id FROM voxanne.outbox ORDER BY id", &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
     assert_eq!(left, vec![all[2].id, all[3].id]);
     let err = owner.execute("SELECT voxanne.purge_outbox('10 minutes')", &[]).await.unwrap_err();
     assert_eq!(err.code().unwrap().code(), "22023");
 
     // once the slow reader is dropped, its unacknowledged rows go too
-    let dropped: bool = owner.query_one("SELECT voxanne.outbox_drop_consumer('slow-reader')", &[]).await.unwrap().get(0);
+    let dropped: bool =
+        owner.query_one("SELECT voxanne.outbox_drop_consumer('slow-reader')", &[]).await.unwrap().get(0);
     assert!(dropped);
     let purged: i64 = owner.query_one("SELECT voxanne.purge_outbox()", &[]).await.unwrap().get(0);
     assert_eq!(purged, 2);

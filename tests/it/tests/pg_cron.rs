@@ -48,11 +48,6 @@ async fn pg_cron_runs_the_scheduled_purges() {
     };
     cron.query_one("SELECT cron.unschedule($1::bigint)", &[&jobid]).await.unwrap();
     assert_eq!(status.0, "succeeded", "{:?}", status.1);
-    let left = count(
-        &db,
-        "SELECT count(*) FROM voxanne.processed_webhook_events WHERE org_id = $1",
-        &[&org.id],
-    )
-    .await;
+    let left = count(&db, "SELECT count(*) FROM voxanne.processed_webhook_events WHERE org_id = $1", &[&org.id]).await;
     assert_eq!(left, 0, "the scheduled purge deleted the 40-day-old ledger rows");
 }

@@ -89,37 +89,18 @@ async fn service_role_calls_every_write_function_with_json_bodies() {
     )
     .await;
     called.insert("upsert_agent");
-    let agent_id =
-        Uuid::parse_str(agent.as_str().expect("upsert_agent answers the agent id")).unwrap();
-    let org = Org {
-        id: org_id,
-        assistant_id: assistant_id.clone(),
-        agent_id,
-    };
+    let agent_id = Uuid::parse_str(agent.as_str().expect("upsert_agent answers the agent id")).unwrap();
+    let org = Org { id: org_id, assistant_id: assistant_id.clone(), agent_id };
     let call = unique("call");
 
     // create_inbound_call with only the two required keys: status 'ringing', type inboundPhoneCall
-    let started = ok(
-        &api,
-        &service,
-        "create_inbound_call",
-        json!({"p_vapi_call_id": call, "p_assistant_id": assistant_id}),
-    )
-    .await;
+    let started =
+        ok(&api, &service, "create_inbound_call", json!({"p_vapi_call_id": call, "p_assistant_id": assistant_id}))
+            .await;
     called.insert("create_inbound_call");
     assert_eq!(
-        (
-            &started["applied"],
-            &started["outcome"],
-            &started["status"],
-            &started["org_id"]
-        ),
-        (
-            &json!(true),
-            &json!("applied"),
-            &json!("ringing"),
-            &json!(org_id.to_string())
-        ),
+        (&started["applied"], &started["outcome"], &started["status"], &started["org_id"]),
+        (&json!(true), &json!("applied"), &json!("ringing"), &json!(org_id.to_string())),
         "{started}"
     );
 
@@ -147,11 +128,7 @@ async fn service_role_calls_every_write_function_with_json_bodies() {
     )
     .await;
     called.insert("complete_call");
-    assert_eq!(
-        (&ended["applied"], &ended["status"]),
-        (&json!(true), &json!("ended")),
-        "{ended}"
-    );
+    assert_eq!((&ended["applied"], &ended["status"]), (&json!(true), &json!("ended")), "{ended}");
 
     // handle_vapi_message: the Vapi message itself, as the one jsonb argument
     let webhook = json!({"p_body": {"message": {
@@ -160,25 +137,13 @@ async fn service_role_calls_every_write_function_with_json_bodies() {
     }}});
     let handled = ok(&api, &service, "handle_vapi_message", webhook).await;
     called.insert("handle_vapi_message");
-    assert_eq!(
-        (&handled["applied"], &handled["message_type"]),
-        (&json!(true), &json!("transcript")),
-        "{handled}"
-    );
+    assert_eq!((&handled["applied"], &handled["message_type"]), (&json!(true), &json!("transcript")), "{handled}");
 
     // record_rejected_event: p_message left out; the body parses, so it is labelled with its org
     let junk = status_message(&org, &call, "dialing").to_string();
-    let rejected = ok(
-        &api,
-        &service,
-        "record_rejected_event",
-        json!({"p_body": junk, "p_sqlstate": "22P02"}),
-    )
-    .await;
+    let rejected = ok(&api, &service, "record_rejected_event", json!({"p_body": junk, "p_sqlstate": "22P02"})).await;
     called.insert("record_rejected_event");
-    let rejected_id = rejected
-        .as_i64()
-        .expect("record_rejected_event answers the row id");
+    let rejected_id = rejected.as_i64().expect("record_rejected_event answers the row id");
 
     // purge_processed_events with an empty body: every argument defaulted
     let purged = ok(&api, &service, "purge_processed_events", json!({})).await;
@@ -189,18 +154,9 @@ async fn service_role_calls_every_write_function_with_json_bodies() {
     let installed = write_functions().await;
     if installed.contains("outbox_read") {
         let consumer = unique("it-postgrest");
-        let batch = ok(
-            &api,
-            &service,
-            "outbox_read",
-            json!({"p_consumer": consumer, "p_limit": 1000}),
-        )
-        .await;
+        let batch = ok(&api, &service, "outbox_read", json!({"p_consumer": consumer, "p_limit": 1000})).await;
         called.insert("outbox_read");
-        assert!(
-            batch.is_array(),
-            "SETOF outbox_message is a JSON array: {batch}"
-        );
+        assert!(batch.is_array(), "SETOF outbox_message is a JSON array: {batch}");
         // acknowledge this org's newest message; xid8 travels as a JSON string
         let row = db
             .query_one(
@@ -210,17 +166,14 @@ async fn service_role_calls_every_write_function_with_json_bodies() {
             .await
             .expect("newest outbox row");
         let (xid, id): (String, i64) = (row.get(0), row.get(1));
-        let acked = ok(
-            &api,
-            &service,
-            "outbox_ack",
-            json!({"p_consumer": consumer, "p_xid": xid, "p_id": id}),
-        )
-        .await;
+        let acked = ok(&api, &service, "outbox_ack", json!({"p_consumer": consumer, "p_xid": xid, "p_id": id})).await;
         called.insert("outbox_ack");
         assert_eq!(acked, Value::Null, "a void function answers null");
         let cursor: String = db
-            .query_one("SELECT last_xid::text || ':' || last_id FROM voxanne.outbox_consumers WHERE consumer = $1", &[&consumer])
+            .query_one(
+                "SELECT last_xid::text || ':' || last_id FROM voxanne.outbox_consumers WHERE consumer = $1",
+                &[&consumer],
+            )
             .await
             .expect("consumer cursor")
             .get(0);
@@ -237,10 +190,7 @@ async fn service_role_calls_every_write_function_with_json_bodies() {
     }
 
     let called: BTreeSet<String> = called.into_iter().map(str::to_string).collect();
-    assert_eq!(
-        called, installed,
-        "every write function the service role may call, called over RPC"
-    );
+    assert_eq!(called, installed, "every write function the service role may call, called over RPC");
 
     // What the calls wrote, read back as the owner.
     let row = db
@@ -252,23 +202,10 @@ async fn service_role_calls_every_write_function_with_json_bodies() {
         )
         .await
         .expect("the call row");
-    let got: (String, String, String, String, i64) =
-        (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
-    assert_eq!(
-        got,
-        (
-            "inboundPhoneCall".into(),
-            "ended".into(),
-            "0.1234".into(),
-            "65.5".into(),
-            2
-        )
-    );
+    let got: (String, String, String, String, i64) = (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
+    assert_eq!(got, ("inboundPhoneCall".into(), "ended".into(), "0.1234".into(), "65.5".into(), 2));
     let kept: String = db
-        .query_one(
-            "SELECT body FROM voxanne.rejected_events WHERE id = $1 AND org_id = $2",
-            &[&rejected_id, &org.id],
-        )
+        .query_one("SELECT body FROM voxanne.rejected_events WHERE id = $1 AND org_id = $2", &[&rejected_id, &org.id])
         .await
         .expect("rejected event, labelled with the org of its assistant")
         .get(0);
@@ -297,36 +234,14 @@ async fn anon_gets_401_and_authenticated_403_on_every_write_function() {
         }
     }
     // Re-granting is for the extension's owner only; the service role is refused with 403.
-    for (auth, status) in [
-        (Auth::Anonymous, 401),
-        (Auth::user_of(org.id), 403),
-        (Auth::service_role(), 403),
-    ] {
+    for (auth, status) in [(Auth::Anonymous, 401), (Auth::user_of(org.id), 403), (Auth::service_role(), 403)] {
         let r = api.rpc(&auth, "grant_api_roles", &json!({})).await;
-        assert_error(
-            &r,
-            status,
-            "42501",
-            &format!("{} calling grant_api_roles", auth.role()),
-        );
+        assert_error(&r, status, "42501", &format!("{} calling grant_api_roles", auth.role()));
     }
-    for table in [
-        "calls",
-        "call_transcripts",
-        "processed_webhook_events",
-        "outbox",
-    ] {
-        assert_eq!(
-            count_org_rows(&db, table, &org).await,
-            0,
-            "{table}: the refused calls wrote nothing"
-        );
+    for table in ["calls", "call_transcripts", "processed_webhook_events", "outbox"] {
+        assert_eq!(count_org_rows(&db, table, &org).await, 0, "{table}: the refused calls wrote nothing");
     }
-    assert_eq!(
-        count_org_rows(&db, "agents", &org).await,
-        1,
-        "agents: no upsert_agent got through"
-    );
+    assert_eq!(count_org_rows(&db, "agents", &org).await, 1, "agents: no upsert_agent got through");
 }
 
 fn org_ids(body: &Value) -> BTreeSet<String> {
@@ -341,12 +256,7 @@ fn column(body: &Value, name: &str) -> BTreeSet<String> {
     body.as_array()
         .unwrap_or_else(|| panic!("a JSON array: {body}"))
         .iter()
-        .map(|row| {
-            row[name]
-                .as_str()
-                .unwrap_or_else(|| panic!("{name} in {row}"))
-                .to_string()
-        })
+        .map(|row| row[name].as_str().unwrap_or_else(|| panic!("{name} in {row}")).to_string())
         .collect()
 }
 
@@ -360,68 +270,27 @@ async fn authenticated_reads_only_its_own_orgs_rows() {
     let call_b = unique("call");
     for call in &calls_a {
         assert!(a.ringing(call).outcome(&db).await.unwrap().applied);
-        assert!(
-            a.transcript(call, "user", "hello from A", at(1))
-                .outcome(&db)
-                .await
-                .unwrap()
-                .applied
-        );
+        assert!(a.transcript(call, "user", "hello from A", at(1)).outcome(&db).await.unwrap().applied);
     }
     assert!(b.ringing(&call_b).outcome(&db).await.unwrap().applied);
-    assert!(
-        b.transcript(&call_b, "user", "secret of B", at(1))
-            .outcome(&db)
-            .await
-            .unwrap()
-            .applied
-    );
+    assert!(b.transcript(&call_b, "user", "secret of B", at(1)).outcome(&db).await.unwrap().applied);
 
     let api = PostgRest::connect().await;
     let user_a = Auth::user_of(a.id);
     let only_a: BTreeSet<String> = [a.id.to_string()].into();
-    for (table, rows) in [
-        ("agents", 1),
-        ("calls", 2),
-        ("call_transcripts", 2),
-        ("outbox", 4),
-    ] {
+    for (table, rows) in [("agents", 1), ("calls", 2), ("call_transcripts", 2), ("outbox", 4)] {
         let r = api.get(&user_a, table, &[]).await;
         assert_eq!(r.status, 200, "GET /{table}: {r:?}");
         assert_eq!(org_ids(&r.body), only_a, "GET /{table} as a user of A");
-        assert_eq!(
-            r.body.as_array().unwrap().len(),
-            rows,
-            "GET /{table}: {}",
-            r.body
-        );
+        assert_eq!(r.body.as_array().unwrap().len(), rows, "GET /{table}: {}", r.body);
         // asking for B's rows by their org id finds nothing
-        let r = api
-            .get(&user_a, table, &[("org_id", &format!("eq.{}", b.id))])
-            .await;
-        assert_eq!(
-            (r.status, &r.body),
-            (200, &json!([])),
-            "GET /{table}?org_id=eq.<B>"
-        );
+        let r = api.get(&user_a, table, &[("org_id", &format!("eq.{}", b.id))]).await;
+        assert_eq!((r.status, &r.body), (200, &json!([])), "GET /{table}?org_id=eq.<B>");
     }
     let r = api.get(&user_a, "calls", &[]).await;
-    assert_eq!(
-        column(&r.body, "vapi_call_id"),
-        calls_a.iter().cloned().collect()
-    );
-    let r = api
-        .get(
-            &user_a,
-            "calls",
-            &[("vapi_call_id", &format!("eq.{call_b}"))],
-        )
-        .await;
-    assert_eq!(
-        (r.status, &r.body),
-        (200, &json!([])),
-        "B's call by its Vapi id"
-    );
+    assert_eq!(column(&r.body, "vapi_call_id"), calls_a.iter().cloned().collect());
+    let r = api.get(&user_a, "calls", &[("vapi_call_id", &format!("eq.{call_b}"))]).await;
+    assert_eq!((r.status, &r.body), (200, &json!([])), "B's call by its Vapi id");
     let r = api.get(&user_a, "call_transcripts", &[]).await;
     assert_eq!(column(&r.body, "text"), ["hello from A".to_string()].into());
 
@@ -430,31 +299,15 @@ async fn authenticated_reads_only_its_own_orgs_rows() {
     let r = api.get(&user_b, "calls", &[]).await;
     assert_eq!(column(&r.body, "vapi_call_id"), [call_b.clone()].into());
     let r = api.rpc_get(&user_a, "current_org_id", &[]).await;
-    assert_eq!(
-        (r.status, &r.body),
-        (200, &json!(a.id.to_string())),
-        "GET /rpc/current_org_id"
-    );
+    assert_eq!((r.status, &r.body), (200, &json!(a.id.to_string())), "GET /rpc/current_org_id");
 
     // a user without an org in app_metadata sees nothing; anon may not read at all; the ledger,
     // the dead letters and the consumer cursors are not for API users
-    let no_org = Auth::Jwt(
-        json!({"role": "authenticated", "sub": Uuid::new_v4().to_string(), "app_metadata": {}}),
-    );
+    let no_org = Auth::Jwt(json!({"role": "authenticated", "sub": Uuid::new_v4().to_string(), "app_metadata": {}}));
     assert_eq!(api.get(&no_org, "calls", &[]).await.body, json!([]));
-    assert_error(
-        &api.get(&Auth::anon_key(), "calls", &[]).await,
-        401,
-        "42501",
-        "anon GET /calls",
-    );
+    assert_error(&api.get(&Auth::anon_key(), "calls", &[]).await, 401, "42501", "anon GET /calls");
     for table in ["processed_webhook_events", "rejected_events"] {
-        assert_error(
-            &api.get(&user_a, table, &[]).await,
-            403,
-            "42501",
-            &format!("GET /{table} as a user"),
-        );
+        assert_error(&api.get(&user_a, table, &[]).await, 403, "42501", &format!("GET /{table} as a user"));
     }
     let consumers = api.get(&user_a, "outbox_consumers", &[]).await;
     if consumers.code() != Some("PGRST205") {
@@ -517,13 +370,7 @@ async fn documented_sqlstates_reach_clients_as_documented_http_statuses() {
             "22007",
             "half past ten",
         ),
-        (
-            "upsert_agent",
-            json!({"p_org_id": "not-a-uuid", "p_vapi_assistant_id": asst}),
-            400,
-            "22P02",
-            "not-a-uuid",
-        ),
+        ("upsert_agent", json!({"p_org_id": "not-a-uuid", "p_vapi_assistant_id": asst}), 400, "22P02", "not-a-uuid"),
         // raised by the extension while reading the Vapi message
         (
             "handle_vapi_message",
@@ -558,81 +405,30 @@ async fn documented_sqlstates_reach_clients_as_documented_http_statuses() {
     for (function, body, status, code, text) in &cases {
         let r = api.rpc(&service, function, body).await;
         assert_error(&r, *status, code, &format!("POST /rpc/{function} {body}"));
-        assert!(
-            r.message().contains(text) || r.body.to_string().contains(text),
-            "{function}: '{text}' in {r:?}"
-        );
+        assert!(r.message().contains(text) || r.body.to_string().contains(text), "{function}: '{text}' in {r:?}");
     }
 
     // 42501: anonymous 401, signed in 403
     let body = json!({"p_vapi_call_id": call, "p_assistant_id": asst});
-    assert_error(
-        &api.rpc(&Auth::Anonymous, "create_inbound_call", &body)
-            .await,
-        401,
-        "42501",
-        "anon",
-    );
-    assert_error(
-        &api.rpc(&Auth::user_of(org.id), "create_inbound_call", &body)
-            .await,
-        403,
-        "42501",
-        "authenticated",
-    );
+    assert_error(&api.rpc(&Auth::Anonymous, "create_inbound_call", &body).await, 401, "42501", "anon");
+    assert_error(&api.rpc(&Auth::user_of(org.id), "create_inbound_call", &body).await, 403, "42501", "authenticated");
     // 28000: a JWT whose app_metadata.org_id is not a uuid fails loudly, on reads and on RPC
-    let bad_claims =
-        Auth::Jwt(json!({"role": "authenticated", "app_metadata": {"org_id": "not-a-uuid"}}));
-    assert_error(
-        &api.get(&bad_claims, "calls", &[]).await,
-        403,
-        "28000",
-        "GET /calls with a malformed org claim",
-    );
-    assert_error(
-        &api.rpc(&bad_claims, "current_org_id", &json!({})).await,
-        403,
-        "28000",
-        "POST /rpc/current_org_id",
-    );
+    let bad_claims = Auth::Jwt(json!({"role": "authenticated", "app_metadata": {"org_id": "not-a-uuid"}}));
+    assert_error(&api.get(&bad_claims, "calls", &[]).await, 403, "28000", "GET /calls with a malformed org claim");
+    assert_error(&api.rpc(&bad_claims, "current_org_id", &json!({})).await, 403, "28000", "POST /rpc/current_org_id");
     // 25006: a write function over GET runs in a read-only transaction
-    let r = api
-        .rpc_get(
-            &service,
-            "create_inbound_call",
-            &[("p_vapi_call_id", &call), ("p_assistant_id", &asst)],
-        )
-        .await;
+    let r = api.rpc_get(&service, "create_inbound_call", &[("p_vapi_call_id", &call), ("p_assistant_id", &asst)]).await;
     assert_error(&r, 405, "25006", "GET /rpc/create_inbound_call");
     // a JWT whose role does not exist: PostgREST's 22023 special case
-    let r = api
-        .rpc(
-            &Auth::Jwt(json!({"role": "no_such_role_for_voxanne"})),
-            "current_org_id",
-            &json!({}),
-        )
-        .await;
+    let r = api.rpc(&Auth::Jwt(json!({"role": "no_such_role_for_voxanne"})), "current_org_id", &json!({})).await;
     assert_error(&r, 401, "22023", "unknown JWT role");
 
-    for table in [
-        "calls",
-        "call_transcripts",
-        "processed_webhook_events",
-        "outbox",
-    ] {
-        assert_eq!(
-            count_org_rows(&db, table, &org).await,
-            0,
-            "{table}: failed requests wrote nothing"
-        );
+    for table in ["calls", "call_transcripts", "processed_webhook_events", "outbox"] {
+        assert_eq!(count_org_rows(&db, table, &org).await, 0, "{table}: failed requests wrote nothing");
     }
     // and the same call, well-formed, goes through
     let r = api.rpc(&service, "create_inbound_call", &body).await;
-    assert_eq!(
-        (r.status, &r.body["outcome"]),
-        (200, &json!("applied")),
-        "{r:?}"
-    );
+    assert_eq!((r.status, &r.body["outcome"]), (200, &json!("applied")), "{r:?}");
 }
 
 /// PostgREST resolves the function by name AND by the JSON keys: an unknown key (or a missing
@@ -651,21 +447,13 @@ async fn unknown_argument_key_is_404_pgrst202() {
             json!({"p_vapi_call_id": call, "p_assistant_id": org.assistant_id, "p_bogus": 1}),
             "p_bogus",
         ),
-        (
-            "create_inbound_call",
-            json!({"p_vapi_call_id": call}),
-            "p_vapi_call_id",
-        ),
+        ("create_inbound_call", json!({"p_vapi_call_id": call}), "p_vapi_call_id"),
         (
             "create_inbound_call",
             json!({"p_vapi_call_id": call, "p_assistant_id": org.assistant_id, injection: 1}),
             "DROP TABLE",
         ),
-        (
-            "handle_vapi_message",
-            status_message(&org, &call, "ringing"),
-            "message",
-        ),
+        ("handle_vapi_message", status_message(&org, &call, "ringing"), "message"),
         (
             "create_inbound_cal",
             json!({"p_vapi_call_id": call, "p_assistant_id": org.assistant_id}),
@@ -677,7 +465,12 @@ async fn unknown_argument_key_is_404_pgrst202() {
         assert!(r.message().contains(names), "{r:?}");
     }
     assert_eq!(count_org_rows(&db, "calls", &org).await, 0);
-    let tables: i64 = count(&db, "SELECT count(*) FROM pg_catalog.pg_tables WHERE schemaname = 'voxanne' AND tablename = 'calls'", &[]).await;
+    let tables: i64 = count(
+        &db,
+        "SELECT count(*) FROM pg_catalog.pg_tables WHERE schemaname = 'voxanne' AND tablename = 'calls'",
+        &[],
+    )
+    .await;
     assert_eq!(tables, 1);
 }
 
@@ -686,9 +479,7 @@ async fn unknown_argument_key_is_404_pgrst202() {
 #[test]
 fn http_status_is_postgrests_table() {
     // ours
-    for code in [
-        "22004", "22023", "22001", "22003", "22007", "22P02", "42704", "23P01", "23514", "23502",
-    ] {
+    for code in ["22004", "22023", "22001", "22003", "22007", "22P02", "42704", "23P01", "23514", "23502"] {
         assert_eq!(http_status(code, false), 400, "{code}");
     }
     assert_eq!(http_status("28000", false), 403);

@@ -54,10 +54,7 @@ async fn race_against_serial(via: Via, name: &'static str, seed_default: u64) {
     figures.delivered = slots.len() as u64;
     figures.duplicates = (slots.len() - messages.len()) as u64;
 
-    let bodies: Vec<String> = messages
-        .iter()
-        .map(|m| m.body(&raced.assistant_id))
-        .collect();
+    let bodies: Vec<String> = messages.iter().map(|m| m.body(&raced.assistant_id)).collect();
     let senders = Senders::new(bodies, slots);
     let url = std::env::var("VOXANNE_DATABASE_URL").expect("VOXANNE_DATABASE_URL");
     let relay = match via {
@@ -77,10 +74,7 @@ async fn race_against_serial(via: Via, name: &'static str, seed_default: u64) {
     // Valid messages on a healthy database: every attempt must be acknowledged at once.
     let retries = senders.retries.load(std::sync::atomic::Ordering::Relaxed);
     if retries > 0 {
-        figures.violation(
-            "errors",
-            format!("{retries} deliveries were answered 503 / a transient SQLSTATE"),
-        );
+        figures.violation("errors", format!("{retries} deliveries were answered 503 / a transient SQLSTATE"));
     }
     for r in senders.refused.lock().unwrap().iter() {
         figures.violation("errors", r.clone());
@@ -91,10 +85,7 @@ async fn race_against_serial(via: Via, name: &'static str, seed_default: u64) {
         figures.note(&format!("answers {k}"), *n);
     }
     if let Some(r) = &relay {
-        figures.note(
-            "relay retries of transient database errors",
-            r.db_retries().await,
-        );
+        figures.note("relay retries of transient database errors", r.db_retries().await);
     }
 
     let (doubled, _) = vapi::sender_ledger(&senders, &messages);
@@ -130,10 +121,5 @@ async fn random_order_races_through_sql_end_like_serial_delivery() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn random_order_races_through_the_relay_end_like_serial_delivery() {
-    race_against_serial(
-        Via::Relay,
-        "races/relay: random order vs serial",
-        0x5eed_0002,
-    )
-    .await;
+    race_against_serial(Via::Relay, "races/relay: random order vs serial", 0x5eed_0002).await;
 }

@@ -30,11 +30,7 @@ enum Storm {
     EndOfCallReport,
 }
 
-const STORMS: [Storm; 3] = [
-    Storm::StatusUpdate,
-    Storm::Transcript,
-    Storm::EndOfCallReport,
-];
+const STORMS: [Storm; 3] = [Storm::StatusUpdate, Storm::Transcript, Storm::EndOfCallReport];
 
 /// The stormed message of a round, and the message delivered before it when the round storms
 /// a call that already exists. Rounds rotate through the variants of a kind: status-update
@@ -48,10 +44,7 @@ fn round_messages(kind: Storm, round: usize) -> (Option<Message>, Message) {
     let ringing = pick(|k| matches!(k, Kind::Status("ringing")));
     match (kind, round % 4) {
         (Storm::StatusUpdate, 0) => (None, ringing),
-        (Storm::StatusUpdate, 1) => (
-            Some(ringing),
-            pick(|k| matches!(k, Kind::Status("in-progress"))),
-        ),
+        (Storm::StatusUpdate, 1) => (Some(ringing), pick(|k| matches!(k, Kind::Status("in-progress")))),
         (Storm::StatusUpdate, 2) => (None, pick(|k| matches!(k, Kind::StatusEnded))),
         (Storm::StatusUpdate, _) => (Some(ringing), pick(|k| matches!(k, Kind::StatusEnded))),
         (Storm::Transcript, r) => {
@@ -68,10 +61,7 @@ fn round_messages(kind: Storm, round: usize) -> (Option<Message>, Message) {
 /// Check one round's answers: all acknowledged, one applied, the rest duplicates of it.
 fn check_round(answers: &[Value], what: &str, figures: &mut Figures) {
     let applied: Vec<&Value> = answers.iter().filter(|a| a["applied"] == true).collect();
-    let duplicates = answers
-        .iter()
-        .filter(|a| a["applied"] == false && a["outcome"] == "duplicate")
-        .count();
+    let duplicates = answers.iter().filter(|a| a["applied"] == false && a["outcome"] == "duplicate").count();
     if applied.len() != 1 {
         figures.violation(
             if applied.len() > 1 { "doubled" } else { "lost" },
@@ -80,18 +70,12 @@ fn check_round(answers: &[Value], what: &str, figures: &mut Figures) {
         return;
     }
     if duplicates != answers.len() - 1 {
-        figures.violation(
-            "errors",
-            format!("{what}: {duplicates} duplicates of {}", answers.len()),
-        );
+        figures.violation("errors", format!("{what}: {duplicates} duplicates of {}", answers.len()));
     }
     for a in answers {
         for key in ["org_id", "event_id", "call_id", "vapi_call_id"] {
             if a[key] != applied[0][key] {
-                figures.violation(
-                    "errors",
-                    format!("{what}: {key} differs: {a} vs {}", applied[0]),
-                );
+                figures.violation("errors", format!("{what}: {key} differs: {a} vs {}", applied[0]));
             }
         }
     }
@@ -120,12 +104,7 @@ async fn storm_sql(
     out
 }
 
-async fn storm_http(
-    http: &reqwest::Client,
-    url: &str,
-    body: &str,
-    n: usize,
-) -> Vec<Result<(u16, String), String>> {
+async fn storm_http(http: &reqwest::Client, url: &str, body: &str, n: usize) -> Vec<Result<(u16, String), String>> {
     let barrier = Arc::new(Barrier::new(n));
     let mut tasks = Vec::new();
     for _ in 0..n {
@@ -154,12 +133,7 @@ async fn storm_http(
 
 /// After the storms of one transport: per event exactly one ledger row, one outbox row, one
 /// call row per call, no partial rows, nothing anybody did not send.
-async fn verify_storms(
-    db: &tokio_postgres::Client,
-    org: &Org,
-    messages: &[Message],
-    figures: &mut Figures,
-) {
+async fn verify_storms(db: &tokio_postgres::Client, org: &Org, messages: &[Message], figures: &mut Figures) {
     let verdicts = vapi::verify(db, std::slice::from_ref(org), messages, &|_| true).await;
     verdicts.record(figures);
     figures.checks += messages.len() as u64;
@@ -167,11 +141,7 @@ async fn verify_storms(
     let applied_effects = messages.len() as i64; // every distinct message advanced its call once
     if outbox != applied_effects {
         figures.violation(
-            if outbox > applied_effects {
-                "doubled"
-            } else {
-                "lost"
-            },
+            if outbox > applied_effects { "doubled" } else { "lost" },
             format!("{outbox} outbox rows for {applied_effects} distinct messages"),
         );
     }
@@ -195,9 +165,7 @@ async fn sql_duplicate_storm_64_connections_each_kind_applies_once() {
         for round in 0..rounds {
             let (first, stormed) = round_messages(kind, round);
             if let Some(first) = first {
-                let a = db
-                    .query_one(vapi::HANDLE_SQL, &[&first.body(&org.assistant_id)])
-                    .await;
+                let a = db.query_one(vapi::HANDLE_SQL, &[&first.body(&org.assistant_id)]).await;
                 a.unwrap_or_else(|e| panic!("{}: {}", first.label(), describe(&e)));
                 figures.delivered += 1;
                 messages.push(first);
@@ -226,14 +194,8 @@ async fn sql_duplicate_storm_64_connections_each_kind_applies_once() {
             messages.push(stormed);
         }
         stats.assert_raced(&format!("sql storm {kind:?}"));
-        figures.note(
-            &format!("{kind:?}: contended rounds"),
-            stats.contended_rounds as u64,
-        );
-        figures.note(
-            &format!("{kind:?}: overlapping statements"),
-            stats.overlapping as u64,
-        );
+        figures.note(&format!("{kind:?}: contended rounds"), stats.contended_rounds as u64);
+        figures.note(&format!("{kind:?}: overlapping statements"), stats.overlapping as u64);
     }
     verify_storms(&db, &org, &messages, &mut figures).await;
     figures.note("rounds per kind", rounds as u64);
@@ -268,12 +230,8 @@ async fn relay_duplicate_storm_64_connections_each_kind_applies_once() {
             let mut answers = Vec::new();
             for r in results {
                 match r {
-                    Ok((200, text)) => {
-                        answers.push(serde_json::from_str::<Value>(&text).expect("JSON answer"))
-                    }
-                    Ok((status, text)) => {
-                        figures.violation("errors", format!("{what}: HTTP {status} {text}"))
-                    }
+                    Ok((200, text)) => answers.push(serde_json::from_str::<Value>(&text).expect("JSON answer")),
+                    Ok((status, text)) => figures.violation("errors", format!("{what}: HTTP {status} {text}")),
                     Err(e) => figures.violation("errors", format!("{what}: {e}")),
                 }
             }

@@ -73,7 +73,8 @@ async fn upgrading_0_1_0_keeps_data_and_equals_a_fresh_0_2_0_install() {
     assert_eq!(scalar(&old, "SELECT count(*)::text FROM voxanne.outbox").await, "3");
 
     // the new API works on upgraded data, and old rows are readable in order
-    let read = scalar(&old, "SELECT string_agg(topic, ',' ORDER BY xid, id) FROM voxanne.outbox_read('after-upgrade')").await;
+    let read =
+        scalar(&old, "SELECT string_agg(topic, ',' ORDER BY xid, id) FROM voxanne.outbox_read('after-upgrade')").await;
     assert_eq!(read, "call.status,call.transcript,call.ended");
     write_a_call(&old, &org, "after-upgrade").await;
     assert_eq!(scalar(&old, "SELECT count(*)::text FROM voxanne.calls").await, "2");

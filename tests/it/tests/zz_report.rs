@@ -77,34 +77,19 @@ fn machine() -> Vec<(String, String)> {
     let os = read("/etc/os-release")
         .lines()
         .find(|l| l.starts_with("PRETTY_NAME="))
-        .map(|l| {
-            l.trim_start_matches("PRETTY_NAME=")
-                .trim_matches('"')
-                .to_string()
-        })
+        .map(|l| l.trim_start_matches("PRETTY_NAME=").trim_matches('"').to_string())
         .unwrap_or_default();
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(0);
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
     let rustc = std::process::Command::new("rustc")
         .arg("--version")
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_default();
     vec![
-        (
-            "host".into(),
-            read("/proc/sys/kernel/hostname").trim().to_string(),
-        ),
+        ("host".into(), read("/proc/sys/kernel/hostname").trim().to_string()),
         ("CPU".into(), format!("{cores} cores available, {model}")),
-        (
-            "memory".into(),
-            format!("{:.1} GiB", mem_kb as f64 / 1024.0 / 1024.0),
-        ),
-        (
-            "OS".into(),
-            format!("{os}, Linux {}", read("/proc/sys/kernel/osrelease").trim()),
-        ),
+        ("memory".into(), format!("{:.1} GiB", mem_kb as f64 / 1024.0 / 1024.0)),
+        ("OS".into(), format!("{os}, Linux {}", read("/proc/sys/kernel/osrelease").trim())),
         ("Rust".into(), rustc),
     ]
 }
@@ -120,11 +105,7 @@ async fn write_reliability_report() {
         let name = record["test"].as_str().expect("test name").to_string();
         latest.insert(name, record); // later lines win
     }
-    let missing: Vec<&str> = EXPECTED
-        .iter()
-        .copied()
-        .filter(|n| !latest.contains_key(*n))
-        .collect();
+    let missing: Vec<&str> = EXPECTED.iter().copied().filter(|n| !latest.contains_key(*n)).collect();
 
     // totals
     let sum = |key: &str| -> u64 { latest.values().map(|r| r[key].as_u64().unwrap_or(0)).sum() };
@@ -141,23 +122,13 @@ async fn write_reliability_report() {
     let long = latest.values().any(|r| r["long"] == true);
     let all_long = latest.values().all(|r| r["long"] == true);
     let db = connect().await;
-    let pg: String = db
-        .query_one("SELECT pg_catalog.version()", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let pg: String = db.query_one("SELECT pg_catalog.version()", &[]).await.unwrap().get(0);
     let ext: Option<String> = db
-        .query_one(
-            "SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'voxanne_ext'",
-            &[],
-        )
+        .query_one("SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'voxanne_ext'", &[])
         .await
         .unwrap()
         .get(0);
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64;
+    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
 
     let mut md = String::new();
     writeln!(md, "# Reliability and security figures\n").unwrap();
@@ -185,19 +156,12 @@ async fn write_reliability_report() {
     writeln!(
         md,
         "- Run: {size}; seeds: the defaults{}",
-        std::env::var("VOXANNE_SEED")
-            .map(|s| format!(", VOXANNE_SEED={s}"))
-            .unwrap_or_default()
+        std::env::var("VOXANNE_SEED").map(|s| format!(", VOXANNE_SEED={s}")).unwrap_or_default()
     )
     .unwrap();
 
     writeln!(md, "\n## Totals\n\n| figure | value |\n|---|---:|").unwrap();
-    writeln!(
-        md,
-        "| messages delivered (every attempt, every transport) | {} |",
-        sum("delivered")
-    )
-    .unwrap();
+    writeln!(md, "| messages delivered (every attempt, every transport) | {} |", sum("delivered")).unwrap();
     writeln!(
         md,
         "| duplicates sent (same message again: storms, planned duplicates, redeliveries) | {} |",
@@ -207,20 +171,12 @@ async fn write_reliability_report() {
     writeln!(md, "| faults injected | {} |", faults.values().sum::<u64>()).unwrap();
     writeln!(md, "| fuzz cases | {} |", sum("fuzz_cases")).unwrap();
     writeln!(md, "| attacks tried | {} |", sum("attacks")).unwrap();
-    writeln!(
-        md,
-        "| state checks (calls compared with serial delivery, catalog queries, …) | {} |",
-        sum("checks")
-    )
-    .unwrap();
+    writeln!(md, "| state checks (calls compared with serial delivery, catalog queries, …) | {} |", sum("checks"))
+        .unwrap();
     for (k, label) in LABELS {
         writeln!(md, "| **{label}** | **{}** |", zero[k]).unwrap();
     }
-    writeln!(
-        md,
-        "\n## Faults injected, by kind\n\n| fault | count |\n|---|---:|"
-    )
-    .unwrap();
+    writeln!(md, "\n## Faults injected, by kind\n\n| fault | count |\n|---|---:|").unwrap();
     for (k, v) in &faults {
         writeln!(md, "| {k} | {v} |").unwrap();
     }
@@ -231,11 +187,7 @@ async fn write_reliability_report() {
     .unwrap();
     for name in EXPECTED {
         let Some(r) = latest.get(*name) else {
-            writeln!(
-                md,
-                "| {name} | — | — | — | — | — | — | — | **did not run** |"
-            )
-            .unwrap();
+            writeln!(md, "| {name} | — | — | — | — | — | — | — | **did not run** |").unwrap();
             continue;
         };
         let bad: Vec<String> = r["zero"]
@@ -245,12 +197,7 @@ async fn write_reliability_report() {
             .filter(|(_, v)| v.as_u64().unwrap_or(0) > 0)
             .map(|(k, v)| format!("**{k} {v}**"))
             .collect();
-        let f: u64 = r["faults"]
-            .as_object()
-            .into_iter()
-            .flatten()
-            .map(|(_, v)| v.as_u64().unwrap_or(0))
-            .sum();
+        let f: u64 = r["faults"].as_object().into_iter().flatten().map(|(_, v)| v.as_u64().unwrap_or(0)).sum();
         writeln!(
             md,
             "| {name} | {} | {} | {} | {f} | {} | {} | {} | {} |",
@@ -260,28 +207,18 @@ async fn write_reliability_report() {
             r["fuzz_cases"],
             r["attacks"],
             r["checks"],
-            if bad.is_empty() {
-                "none".to_string()
-            } else {
-                bad.join(", ")
-            }
+            if bad.is_empty() { "none".to_string() } else { bad.join(", ") }
         )
         .unwrap();
     }
-    let failing: Vec<&Value> = latest
-        .values()
-        .filter(|r| r["examples"].as_array().is_some_and(|e| !e.is_empty()))
-        .collect();
+    let failing: Vec<&Value> =
+        latest.values().filter(|r| r["examples"].as_array().is_some_and(|e| !e.is_empty())).collect();
     if !failing.is_empty() {
         writeln!(md, "\n## First examples of non-zero figures\n").unwrap();
         for r in failing {
             writeln!(md, "- {}:", r["test"].as_str().unwrap()).unwrap();
             for e in r["examples"].as_array().unwrap().iter().take(4) {
-                let e = e
-                    .as_str()
-                    .unwrap_or_default()
-                    .replace('|', "\\|")
-                    .replace('\n', " ");
+                let e = e.as_str().unwrap_or_default().replace('|', "\\|").replace('\n', " ");
                 let mut end = e.len().min(300);
                 while !e.is_char_boundary(end) {
                     end -= 1;
@@ -296,18 +233,7 @@ async fn write_reliability_report() {
     println!("{md}");
     println!("written to {}", path.display());
 
-    assert!(
-        missing.is_empty(),
-        "tests of the suite with no figures (did they run?): {missing:?}"
-    );
-    let bad: Vec<String> = zero
-        .iter()
-        .filter(|(_, v)| **v > 0)
-        .map(|(k, v)| format!("{k} = {v}"))
-        .collect();
-    assert!(
-        bad.is_empty(),
-        "must-be-zero figures are not zero: {}",
-        bad.join(", ")
-    );
+    assert!(missing.is_empty(), "tests of the suite with no figures (did they run?): {missing:?}");
+    let bad: Vec<String> = zero.iter().filter(|(_, v)| **v > 0).map(|(k, v)| format!("{k} = {v}")).collect();
+    assert!(bad.is_empty(), "must-be-zero figures are not zero: {}", bad.join(", "));
 }

@@ -9,9 +9,7 @@ use voxanne_relay::{serve, AppState, Config};
 
 fn main() {
     let config = Config::parse();
-    config
-        .validate()
-        .unwrap_or_else(|e| panic!("invalid relay flags: {e}"));
+    config.validate().unwrap_or_else(|e| panic!("invalid relay flags: {e}"));
     voxanne_relay::runtime(&config).expect("the async runtime starts").block_on(run(config));
 }
 
@@ -19,8 +17,8 @@ async fn run(config: Config) {
     let state = AppState::from_config(&config).expect("the database pool builds");
     let listener = TcpListener::bind(config.listen).await.expect("listen");
     let shutdown = async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {},
             _ = term.recv() => {},
