@@ -54,3 +54,35 @@ pub async fn serve(
     tracing::info!("stopped; database pool closed");
     served
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+    use tokio::runtime::RuntimeFlavor;
+
+    use super::*;
+
+    fn flavor_for(worker_threads: &str) -> RuntimeFlavor {
+        let config = Config::try_parse_from([
+            "voxanne-relay",
+            "--database-url",
+            "host=127.0.0.1 port=1 user=x",
+            "--webhook-secrets",
+            "s",
+            "--worker-threads",
+            worker_threads,
+        ])
+        .unwrap();
+        let runtime = runtime(&config).unwrap();
+        // a spawned task runs to completion on either flavor
+        runtime.block_on(async {
+            tokio::spawn(async { tokio::runtime::Handle::current().runtime_flavor() }).await.unwrap()
+        })
+    }
+
+    #[test]
+    fn one_worker_thread_is_a_current_thread_runtime_and_more_is_multi_thread() {
+        assert_eq!(flavor_for("1"), RuntimeFlavor::CurrentThread);
+        assert_eq!(flavor_for("3"), RuntimeFlavor::MultiThread);
+    }
+}

@@ -1,7 +1,8 @@
 //! The relay as a separate process, for the tests that SIGKILL it (tests/crashes.rs): the same
-//! flags, the same runtime (`voxanne_relay::runtime`), the same `voxanne_relay::serve`, the same graceful stop on SIGTERM / Ctrl-C as the
-//! `voxanne-relay` binary, without its log output (no tracing subscriber). Built by cargo together with this
-//! package's tests (`CARGO_BIN_EXE_voxanne-it-relay`), so the tests need no nested cargo run.
+//! flags, the same runtime (`voxanne_relay::runtime`), the same `voxanne_relay::serve` and the
+//! same graceful stop on SIGTERM / Ctrl-C as the `voxanne-relay` binary, without its log output
+//! (no tracing subscriber). Built by cargo together with this package's tests
+//! (`CARGO_BIN_EXE_voxanne-it-relay`), so the tests need no nested cargo run.
 
 use clap::Parser;
 use tokio::net::TcpListener;
