@@ -67,6 +67,8 @@ CROSS JOIN (SELECT DISTINCT clients FROM raw WHERE section = 'main' AND metric =
 
 INSERT INTO cmp VALUES
     (1100, 'server CPU per call: create_inbound_call vs plpgsql reference', 'cpu', 'ours_create', 'cpu', 'seed_rpc_create', 1, 'cpu_us_per_call', 1.25, false),
+    (1110, 'server CPU per call: a call''s rows as plain INSERTs (plpgsql) vs plpgsql reference', 'cpu', 'raw_create', 'cpu', 'seed_rpc_create', 1, 'cpu_us_per_call', NULL, false),
+    (1120, 'server CPU per call: create_inbound_call vs its rows as plain INSERTs (plpgsql)', 'cpu', 'ours_create', 'cpu', 'raw_create', 1, 'cpu_us_per_call', NULL, false),
     (1200, 'server CPU per call: record_transcript vs plpgsql reference', 'cpu', 'ours_transcript', 'cpu', 'seed_rpc_transcript', 1, 'cpu_us_per_call', NULL, false),
     (1300, 'server CPU per call: create_inbound_call vs handle_vapi_message', 'cpu', 'ours_create', 'cpu', 'ours_hvm_status', 1, 'cpu_us_per_call', NULL, false);
 

@@ -61,6 +61,45 @@ BEGIN
 END
 $$;
 
+-- A new call's rows (ledger mark, call, outbox) as plain INSERTs in one statement: no ON
+-- CONFLICT, no lead lookup, the agent found as ours and the reference find it. Not a design
+-- (a retry would fail); it is what writing these rows costs inside a plpgsql function with the
+-- reference's header, to compare server CPU per call against the reference (section cpu).
+CREATE FUNCTION bench.raw_create_rows(
+    p_vapi_call_id text, p_assistant_id text, p_customer_number text, p_phone_number_id text,
+    p_call_type text, p_status text, p_occurred_at timestamptz
+) RETURNS jsonb
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_event_id text := 'status:' || p_vapi_call_id || ':' || p_status;
+    v_call_id  bigint;
+BEGIN
+    WITH a AS (
+        SELECT org_id, id FROM voxanne.agents WHERE vapi_assistant_id = p_assistant_id AND active
+    ), m AS (
+        INSERT INTO voxanne.processed_webhook_events (org_id, event_id, event_type)
+        SELECT org_id, v_event_id, 'status-update' FROM a
+    ), c AS (
+        INSERT INTO voxanne.calls (org_id, vapi_call_id, agent_id, call_type, customer_number,
+                                   phone_number_id, status, status_event_id)
+        SELECT org_id, p_vapi_call_id, id, p_call_type, p_customer_number, p_phone_number_id,
+               p_status, v_event_id
+        FROM a RETURNING org_id, id
+    ), o AS (
+        INSERT INTO voxanne.outbox (org_id, topic, payload)
+        SELECT org_id, 'call.status',
+               jsonb_build_object('call_id', id, 'vapi_call_id', p_vapi_call_id, 'status', p_status,
+                                  'occurred_at', p_occurred_at)
+        FROM c
+    )
+    SELECT id INTO v_call_id FROM c;
+    RETURN jsonb_build_object('applied', true, 'call_id', v_call_id, 'event_id', v_event_id);
+END
+$$;
+
 -- This backend's memory, from /proc/self/status (kB).
 CREATE FUNCTION bench.backend_memory(OUT vm_rss_kb bigint, OUT rss_anon_kb bigint, OUT vm_hwm_kb bigint)
 LANGUAGE sql AS $$
