@@ -143,18 +143,22 @@ SELECT :'format' = 'markdown' AS markdown \gset
 \echo ''
 SELECT pg_temp.md($$SELECT comparison, clients, ours, contender, ratio, target, status, rounds FROM ratios ORDER BY ord$$);
 \echo ''
-\echo '## Throughput (median TPS over rounds, min–max in brackets; WAL from pg_stat_wal around each run)'
+\echo '## Throughput (median TPS over rounds, min–max in brackets; WAL from pg_stat_wal around each run; machine CPU from /proc/stat: every process, pgbench included, ÷ transactions, and the share of the CPUs busy and stolen by the hypervisor during the run)'
 \echo ''
 SELECT pg_temp.md($$
     SELECT t.section, t.contender, t.clients,
            round(t.value::numeric) || ' (' || round(t.lo) || '–' || round(t.hi) || ')' AS tps,
            round(l.value::numeric, 3) AS "latency ms",
            round(w.value::numeric) AS "WAL bytes/txn", round(f.value::numeric, 2) AS "full-page images/txn",
-           t.n AS runs
+           round(m.value::numeric) AS "machine CPU µs/txn", round(b.value::numeric) AS "busy %",
+           round(st.value::numeric) AS "stolen %", t.n AS runs
     FROM med AS t
     LEFT JOIN med AS l ON (l.section, l.contender, l.clients, l.metric) = (t.section, t.contender, t.clients, 'latency_ms')
     LEFT JOIN med AS w ON (w.section, w.contender, w.clients, w.metric) = (t.section, t.contender, t.clients, 'wal_bytes_per_txn')
     LEFT JOIN med AS f ON (f.section, f.contender, f.clients, f.metric) = (t.section, t.contender, t.clients, 'wal_fpi_per_txn')
+    LEFT JOIN med AS m ON (m.section, m.contender, m.clients, m.metric) = (t.section, t.contender, t.clients, 'machine_cpu_us_per_txn')
+    LEFT JOIN med AS b ON (b.section, b.contender, b.clients, b.metric) = (t.section, t.contender, t.clients, 'machine_busy_pct')
+    LEFT JOIN med AS st ON (st.section, st.contender, st.clients, st.metric) = (t.section, t.contender, t.clients, 'machine_steal_pct')
     WHERE t.metric = 'tps' ORDER BY t.section, t.clients, t.value DESC$$);
 \echo ''
 \echo '## Server CPU per call (median µs over rounds; one statement of --cpu-calls calls, timed by the backend from /proc/self/schedstat, commit excluded)'
