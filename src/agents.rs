@@ -4,14 +4,14 @@ use pgrx::datum::Uuid;
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 
+use crate::domain::{defaulted, optional, required, ID_MAX, SHORT_TEXT_MAX};
 use crate::error::VoxError;
-use crate::events::{defaulted, optional, required, ID_MAX, SHORT_TEXT_MAX};
-use crate::plans::{Statement, BOOL, TEXT, UUID};
+use crate::plans::Statement;
 
 /// Activating an assistant that is active in another org fails on the exclusion constraint
 /// (23P01), naming the assistant id in the detail.
-static UPSERT: Statement = Statement {
-    sql: "INSERT INTO voxanne.agents AS a (org_id, vapi_assistant_id, name, active, vapi_phone_number_id)
+static UPSERT: Statement = Statement::new(
+    "INSERT INTO voxanne.agents AS a (org_id, vapi_assistant_id, name, active, vapi_phone_number_id)
           VALUES ($1, $2, $3, $4, $5)
           ON CONFLICT (org_id, vapi_assistant_id) DO UPDATE SET
               name = COALESCE(EXCLUDED.name, a.name),
@@ -19,8 +19,7 @@ static UPSERT: Statement = Statement {
               vapi_phone_number_id = COALESCE(EXCLUDED.vapi_phone_number_id, a.vapi_phone_number_id),
               updated_at = pg_catalog.now()
           RETURNING a.id",
-    arg_types: &[UUID, TEXT, TEXT, BOOL, TEXT],
-};
+);
 
 /// Create or update the agent for (org, assistant) and return its id.
 #[pg_extern(volatile, security_definer)]
@@ -32,7 +31,7 @@ fn upsert_agent(
     p_active: default!(Option<bool>, "true"),
     p_vapi_phone_number_id: default!(Option<&str>, "NULL"),
 ) -> Result<Uuid, ErrorReport> {
-    let org_id = p_org_id.ok_or(VoxError::Missing { field: "p_org_id" })?;
+    let org_id = p_org_id.ok_or(VoxError::missing("p_org_id"))?;
     let assistant_id = required("p_vapi_assistant_id", p_vapi_assistant_id, ID_MAX)?;
     let name = optional("p_name", p_name, SHORT_TEXT_MAX)?;
     let active = defaulted("p_active", p_active)?;
@@ -52,7 +51,7 @@ fn upsert_agent(
 mod tests {
     use pgrx::prelude::*;
 
-    use crate::testing::{call, count, error_of, org_with_agent};
+    use crate::testing::{assert_refused, count, error_of, json_of, org_with_agent};
 
     #[pg_test]
     fn upsert_agent_is_idempotent_and_keeps_one_row() {
@@ -91,7 +90,15 @@ mod tests {
         .unwrap();
         let new: String = Spi::get_one("SELECT gen_random_uuid()::text").unwrap().unwrap();
         Spi::run_with_args("SELECT voxanne.upsert_agent($1::uuid, 'asst_1')", &[new.as_str().into()]).unwrap();
-        let out = call("SELECT voxanne.create_inbound_call('c1', 'asst_1')", &[]);
+        let out = json_of("SELECT voxanne.create_inbound_call('c1', 'asst_1')", &[]);
         assert_eq!(out["org_id"], new.as_str());
+    }
+
+    #[pg_test]
+    fn bad_upsert_agent_input_gets_its_sqlstate_and_names_the_argument() {
+        assert_refused(&[
+            ("SELECT voxanne.upsert_agent(NULL, 'x')", "22004", "p_org_id"),
+            ("SELECT voxanne.upsert_agent(gen_random_uuid(), 'x', p_active => NULL)", "22004", "p_active"),
+        ]);
     }
 }

@@ -1,7 +1,11 @@
 //! One error type for everything a caller can get wrong, each variant with a stable SQLSTATE.
 //!
-//! Messages name the offending field and echo its value (clipped, so a megabyte of junk is not
-//! reflected back into logs). The SQLSTATE table in the README is generated from `sqlstate()`.
+//! A field is named the way its caller sent it: the SQL argument (`p_status`) for a SQL call, the
+//! JSON path (`message.status`) for a webhook. Each decoder passes its own names, so nothing is
+//! renamed afterwards. Echoed values are clipped, so a megabyte of junk is not reflected back
+//! into logs. README "Errors" lists the SQLSTATEs of `sqlstate()`.
+
+use std::borrow::Cow;
 
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::PgSqlErrorCode;
@@ -9,31 +13,34 @@ use pgrx::PgSqlErrorCode;
 /// How much of an offending value an error message echoes.
 const ECHO_LIMIT: usize = 80;
 
+/// A field as the caller names it: a literal, or a JSON path found while decoding.
+pub type Field = Cow<'static, str>;
+
 #[derive(Debug, thiserror::Error)]
 pub enum VoxError {
     #[error("{field} must not be null")]
-    Missing { field: &'static str },
+    Missing { field: Field },
 
     #[error("{field} must not be empty")]
-    Empty { field: &'static str },
+    Empty { field: Field },
 
     #[error("{field} is {len} bytes long; the limit is {max}")]
-    TooLong { field: &'static str, len: usize, max: usize },
+    TooLong { field: Field, len: usize, max: usize },
 
     #[error("{field} has invalid value '{value}': {reason}")]
-    Invalid { field: &'static str, value: String, reason: &'static str },
+    Invalid { field: Field, value: String, reason: Cow<'static, str> },
 
     #[error("{field} is out of range: {value} (allowed: {min} to {max})")]
-    OutOfRange { field: &'static str, value: String, min: i64, max: i64 },
+    OutOfRange { field: Field, value: String, min: i64, max: i64 },
 
     #[error("{field} has the wrong JSON shape: {detail}")]
-    WrongShape { field: &'static str, detail: String },
+    WrongShape { field: Field, detail: String },
 
     #[error("{field} is not a valid timestamp: '{value}'")]
-    BadTimestamp { field: &'static str, value: String },
+    BadTimestamp { field: Field, value: String },
 
     #[error("no active agent for {field} '{value}'")]
-    UnknownAgent { field: &'static str, value: String },
+    UnknownAgent { field: Field, value: String },
 
     #[error("request.jwt.claims is not valid: {reason}")]
     BadClaims { reason: String },
@@ -47,41 +54,29 @@ pub enum VoxError {
 }
 
 impl VoxError {
-    pub fn invalid(field: &'static str, value: impl AsRef<str>, reason: &'static str) -> Self {
-        Self::Invalid { field, value: clip(value.as_ref()), reason }
+    pub fn missing(field: impl Into<Field>) -> Self {
+        Self::Missing { field: field.into() }
     }
 
-    pub fn out_of_range(field: &'static str, value: impl ToString, min: i64, max: i64) -> Self {
-        Self::OutOfRange { field, value: clip(&value.to_string()), min, max }
+    pub fn invalid(field: impl Into<Field>, value: impl AsRef<str>, reason: impl Into<Cow<'static, str>>) -> Self {
+        Self::Invalid { field: field.into(), value: clip(value.as_ref()), reason: reason.into() }
+    }
+
+    pub fn out_of_range(field: impl Into<Field>, value: impl ToString, min: i64, max: i64) -> Self {
+        Self::OutOfRange { field: field.into(), value: clip(&value.to_string()), min, max }
     }
 
     /// serde's message can quote the whole offending value: clipped like any echo.
-    pub fn wrong_shape(field: &'static str, detail: &str) -> Self {
-        Self::WrongShape { field, detail: clip(detail) }
+    pub fn wrong_shape(field: impl Into<Field>, detail: &str) -> Self {
+        Self::WrongShape { field: field.into(), detail: clip(detail) }
     }
 
-    pub fn bad_timestamp(field: &'static str, value: impl AsRef<str>) -> Self {
-        Self::BadTimestamp { field, value: clip(value.as_ref()) }
+    pub fn bad_timestamp(field: impl Into<Field>, value: impl AsRef<str>) -> Self {
+        Self::BadTimestamp { field: field.into(), value: clip(value.as_ref()) }
     }
 
-    pub fn unknown_agent(field: &'static str, value: impl AsRef<str>) -> Self {
-        Self::UnknownAgent { field, value: clip(value.as_ref()) }
-    }
-
-    /// The same error with its field renamed, e.g. from an SQL argument to a webhook JSON path.
-    pub fn renamed(mut self, rename: fn(&'static str) -> &'static str) -> Self {
-        match &mut self {
-            Self::Missing { field }
-            | Self::Empty { field }
-            | Self::TooLong { field, .. }
-            | Self::Invalid { field, .. }
-            | Self::OutOfRange { field, .. }
-            | Self::WrongShape { field, .. }
-            | Self::BadTimestamp { field, .. }
-            | Self::UnknownAgent { field, .. } => *field = rename(field),
-            Self::BadClaims { .. } | Self::Contended { .. } | Self::Spi(_) => {}
-        }
-        self
+    pub fn unknown_agent(field: impl Into<Field>, value: impl AsRef<str>) -> Self {
+        Self::UnknownAgent { field: field.into(), value: clip(value.as_ref()) }
     }
 
     /// The SQLSTATE a client sees. Class 22 and 42704 are permanent (the relay answers 422 and
@@ -111,16 +106,17 @@ impl From<VoxError> for ErrorReport {
     }
 }
 
-/// Clip an echoed value at a char boundary so messages stay readable and bounded.
+/// `value` cut to at most `max` bytes at a char boundary.
+pub fn clip_to(value: &str, max: usize) -> &str {
+    &value[..value.floor_char_boundary(max)]
+}
+
+/// Clip an echoed value so messages stay readable and bounded.
 fn clip(value: &str) -> String {
     if value.len() <= ECHO_LIMIT {
         return value.to_string();
     }
-    let mut end = ECHO_LIMIT;
-    while !value.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &value[..end])
+    format!("{}…", clip_to(value, ECHO_LIMIT))
 }
 
 #[cfg(test)]

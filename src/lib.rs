@@ -10,23 +10,34 @@ use pgrx::prelude::*;
 
 ::pgrx::pg_module_magic!(name, version);
 
-mod agents;
-mod calls;
+// shared pieces
+mod domain;
 mod error;
-mod events;
-mod outbox;
+mod jsonb;
+mod notify;
+mod outcome;
 mod plans;
+mod routing;
+
+// one module per kind of message, each with its SQL entry point and its statement
+mod calls;
+mod ending;
+mod status;
+mod transcript;
+mod vapi;
+
+// the rest of the SQL API
+mod agents;
+mod rejected;
 mod retention;
 mod tenancy;
-mod transcripts;
-mod webhook;
 
 #[cfg(any(test, feature = "pg_test"))]
 mod testing;
 
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
-    outbox::init();
+    notify::init();
 }
 
 extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);

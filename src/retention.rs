@@ -6,9 +6,9 @@ use pgrx::datum::Interval;
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 
+use crate::domain::defaulted;
 use crate::error::VoxError;
-use crate::events::defaulted;
-use crate::plans::{Statement, INT8, INTERVAL};
+use crate::plans::Statement;
 
 const BATCH: i64 = 10_000;
 
@@ -16,25 +16,23 @@ const BATCH: i64 = 10_000;
 /// apply twice, and younger outbox rows may not have reached Realtime yet.
 const MIN_RETENTION_MICROS: i128 = 3_600 * 1_000_000;
 
-static PURGE_BATCH: Statement = Statement {
-    sql: "DELETE FROM voxanne.processed_webhook_events
+static PURGE_BATCH: Statement = Statement::new(
+    "DELETE FROM voxanne.processed_webhook_events
           WHERE ctid = ANY (ARRAY(
               SELECT e.ctid FROM voxanne.processed_webhook_events AS e
               WHERE e.received_at < pg_catalog.now() - $1
               LIMIT $2))",
-    arg_types: &[INTERVAL, INT8],
-};
+);
 
 /// Outbox rows older than $1 that every registered consumer has acknowledged.
-static PURGE_OUTBOX_BATCH: Statement = Statement {
-    sql: "DELETE FROM voxanne.outbox
+static PURGE_OUTBOX_BATCH: Statement = Statement::new(
+    "DELETE FROM voxanne.outbox
           WHERE ctid = ANY (ARRAY(
               SELECT o.ctid FROM voxanne.outbox AS o
               WHERE o.created_at < pg_catalog.now() - $1
                 AND (o.xid, o.id) <= ALL (SELECT c.last_xid, c.last_id FROM voxanne.outbox_consumers AS c)
               LIMIT $2))",
-    arg_types: &[INTERVAL, INT8],
-};
+);
 
 fn purge(batch: &'static Statement, older_than: Option<Interval>) -> Result<i64, VoxError> {
     let older_than = defaulted("p_older_than", older_than)?;
@@ -72,7 +70,7 @@ fn purge_outbox(p_older_than: default!(Option<Interval>, "'7 days'")) -> Result<
 mod tests {
     use pgrx::prelude::*;
 
-    use crate::testing::{count, error_of, org_with_agent};
+    use crate::testing::{assert_refused, count, error_of, org_with_agent};
 
     #[pg_test]
     fn purge_deletes_only_rows_older_than_the_interval_across_batches() {
@@ -102,5 +100,10 @@ mod tests {
     fn purge_refuses_a_window_shorter_than_retries_last() {
         let err = error_of("SELECT voxanne.purge_processed_events('5 minutes')");
         assert!(err.starts_with("22023") && err.contains("p_older_than"), "{err}");
+    }
+
+    #[pg_test]
+    fn purge_refuses_a_null_window() {
+        assert_refused(&[("SELECT voxanne.purge_processed_events(NULL)", "22004", "p_older_than")]);
     }
 }

@@ -59,7 +59,7 @@ fn current_org_id() -> Result<Option<Uuid>, ErrorReport> {
 mod tests {
     use pgrx::prelude::*;
 
-    use crate::testing::{api_roles, call, count, error_of, org_with_agent};
+    use crate::testing::{api_roles, count, error_of, json_of, org_with_agent};
 
     fn claims(json: &str) {
         Spi::run_with_args("SELECT set_config('request.jwt.claims', $1, true)", &[json.into()]).unwrap();
@@ -95,9 +95,9 @@ mod tests {
         api_roles();
         let org_a = org_with_agent("asst_a");
         org_with_agent("asst_b");
-        call("SELECT voxanne.create_inbound_call('c1', 'asst_a')", &[]);
-        call("SELECT voxanne.create_inbound_call('c1', 'asst_b')", &[]);
-        call("SELECT voxanne.record_transcript('c1', 'asst_b', 'user', 'secret', now())", &[]);
+        json_of("SELECT voxanne.create_inbound_call('c1', 'asst_a')", &[]);
+        json_of("SELECT voxanne.create_inbound_call('c1', 'asst_b')", &[]);
+        json_of("SELECT voxanne.record_transcript('c1', 'asst_b', 'user', 'secret', now())", &[]);
         claims(&format!(r#"{{"app_metadata":{{"org_id":"{org_a}"}}}}"#));
         Spi::run("SET LOCAL ROLE authenticated").unwrap();
         let visible = count(

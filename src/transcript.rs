@@ -1,77 +1,99 @@
-//! `record_transcript`: one line of the conversation, stored exactly once by content hash.
+//! One line of what was said: `record_transcript`, and the event the webhook's `transcript`
+//! decodes into. Stored exactly once by its content hash; the same words spoken at another
+//! moment are another line. A line for a call not seen yet creates the call.
 
-use pgrx::datum::{TimestampWithTimeZone, Uuid};
+use pgrx::datum::TimestampWithTimeZone;
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
-use pgrx::JsonB;
+use sha2::{Digest, Sha256};
 
-use crate::calls::Effect;
+use crate::domain::{defaulted, moment, required, Role, TranscriptType, ID_MAX, LINE_MAX, SHORT_TEXT_MAX};
 use crate::error::VoxError;
-use crate::events::{CallRef, TranscriptLine};
-use crate::plans::{Statement, BOOL, BYTEA, TEXT, TIMESTAMPTZ};
+use crate::jsonb::JsonbOut;
+use crate::outcome::{Answer, Detail, Effect};
+use crate::plans::Statement;
+use crate::routing::{routed, Route};
 
-static RECORD: Statement = Statement {
-    sql: include_str!("../sql/queries/record_transcript.sql"),
-    arg_types: &[TEXT, TEXT, TEXT, TEXT, TIMESTAMPTZ, TEXT, BYTEA, BOOL],
-};
+static LINE: Statement = routed!("transcript.sql");
 
 /// How often the statement is re-run when the call row was committed by a concurrent session
 /// after the statement's snapshot. Once is enough in READ COMMITTED; the rest is headroom.
 const SNAPSHOT_RETRIES: usize = 3;
 
-#[derive(Debug)]
-pub struct Recorded {
-    pub effect: Effect,
-    pub org_id: Uuid,
-    pub call_id: i64,
-    pub content_hash: [u8; 32],
+pub struct LineEvent<'a> {
+    pub vapi_call_id: &'a str,
+    pub route: Route<'a>,
+    pub role: Role,
+    pub text: &'a str,
+    pub spoken_at: TimestampWithTimeZone,
+    pub transcript_type: TranscriptType,
 }
 
-impl Recorded {
-    pub fn to_json(&self, line: &TranscriptLine<'_>) -> JsonB {
-        let hash = hex::encode(self.content_hash);
-        JsonB(serde_json::json!({
-            "applied": self.effect == Effect::Applied,
-            "outcome": self.effect.as_str(),
-            "org_id": self.org_id.to_string(),
-            "call_id": self.call_id,
-            "vapi_call_id": line.call.vapi_call_id,
-            "event_id": format!("transcript:{}:{hash}", line.call.vapi_call_id),
-            "content_hash": hash,
-        }))
-    }
+/// The text of a line, as both ways in check it.
+pub fn line_text<'a>(field: &'static str, value: Option<&'a str>) -> Result<&'a str, VoxError> {
+    required(field, value, LINE_MAX)
 }
 
-pub fn record(line: &TranscriptLine<'_>) -> Result<Recorded, VoxError> {
-    let content_hash = line.content_hash();
-    Spi::connect_mut(|client| {
-        for _ in 0..SNAPSHOT_RETRIES {
-            let table = RECORD.run(
-                client,
-                &[
-                    line.call.assistant_id.into(),
-                    line.call.vapi_call_id.into(),
-                    line.role.as_str().into(),
-                    line.text.into(),
-                    line.spoken_at.into(),
-                    line.transcript_type.as_str().into(),
-                    content_hash.as_slice().into(),
-                    crate::outbox::notify().into(),
-                ],
-            )?;
-            let Some(row) = table.into_iter().next() else {
-                return Err(VoxError::unknown_agent("p_assistant_id", line.call.assistant_id));
-            };
-            let org_id: Option<Uuid> = row.get(1)?;
-            let call_id: Option<i64> = row.get(2)?;
-            let outbox_id: Option<i64> = row.get(3)?;
-            if let (Some(org_id), Some(call_id)) = (org_id, call_id) {
-                let effect = if outbox_id.is_some() { Effect::Applied } else { Effect::Duplicate };
-                return Ok(Recorded { effect, org_id, call_id, content_hash });
-            }
+impl<'a> LineEvent<'a> {
+    /// sha256 over length-prefixed fields, so no two different lines frame to the same bytes
+    /// (seed #5: a prefix or a one-second bucket dropped genuine repeats).
+    pub fn content_hash(&self) -> [u8; 32] {
+        let micros = self.spoken_at.into_inner().to_be_bytes();
+        let fields: [&[u8]; 5] = [
+            self.vapi_call_id.as_bytes(),
+            self.role.as_str().as_bytes(),
+            self.transcript_type.as_str().as_bytes(),
+            &micros,
+            self.text.as_bytes(),
+        ];
+        let mut hasher = Sha256::new();
+        hasher.update(b"voxanne.transcript.v1");
+        for field in fields {
+            hasher.update((field.len() as u64).to_be_bytes());
+            hasher.update(field);
         }
-        Err(VoxError::Contended { vapi_call_id: line.call.vapi_call_id.to_string() })
-    })
+        hasher.finalize().into()
+    }
+
+    pub fn apply(self) -> Result<Answer<'a>, VoxError> {
+        let content_hash = self.content_hash();
+        let [assistant, phone] = self.route.binds();
+        let args = [
+            assistant,
+            phone,
+            self.vapi_call_id.into(),
+            self.role.as_str().into(),
+            self.text.into(),
+            self.spoken_at.into(),
+            self.transcript_type.as_str().into(),
+            content_hash.as_slice().into(),
+            crate::notify::notify().into(),
+        ];
+        Spi::connect_mut(|client| {
+            for _ in 0..SNAPSHOT_RETRIES {
+                let table = LINE.run(client, &args)?;
+                // org_id, call_id, outbox_id; no row: no agent for the route
+                let Some(row) = table.into_iter().next() else { return Err(self.route.unknown()) };
+                let (org_id, call_id, outbox_id): (Option<pgrx::datum::Uuid>, Option<i64>, Option<i64>) =
+                    (row.get(1)?, row.get(2)?, row.get(3)?);
+                if let (Some(org_id), Some(call_id)) = (org_id, call_id) {
+                    let effect = if outbox_id.is_some() { Effect::Applied } else { Effect::Duplicate };
+                    let hash = hex::encode(content_hash);
+                    let event_id = format!("transcript:{}:{hash}", self.vapi_call_id);
+                    let detail = Detail::Line { content_hash: hash };
+                    return Ok(Answer::new(
+                        effect,
+                        org_id.to_string(),
+                        Some(call_id),
+                        self.vapi_call_id,
+                        event_id,
+                        detail,
+                    ));
+                }
+            }
+            Err(VoxError::Contended { vapi_call_id: self.vapi_call_id.to_string() })
+        })
+    }
 }
 
 /// Store one transcript line. A retry of the same message is a duplicate; the same words
@@ -85,18 +107,26 @@ fn record_transcript(
     p_text: Option<&str>,
     p_spoken_at: Option<TimestampWithTimeZone>,
     p_transcript_type: default!(Option<&str>, "'final'"),
-) -> Result<JsonB, ErrorReport> {
-    let call = CallRef::new(p_vapi_call_id, p_assistant_id)?;
-    let line = TranscriptLine::new(call, p_role, p_text, p_spoken_at, p_transcript_type)?;
-    Ok(record(&line)?.to_json(&line))
+) -> Result<JsonbOut, ErrorReport> {
+    let line = LineEvent {
+        vapi_call_id: required("p_vapi_call_id", p_vapi_call_id, ID_MAX)?,
+        route: Route::by_assistant("p_assistant_id", p_assistant_id)?,
+        role: Role::parse("p_role", required("p_role", p_role, SHORT_TEXT_MAX)?)?,
+        text: line_text("p_text", p_text)?,
+        spoken_at: moment("p_spoken_at", defaulted("p_spoken_at", p_spoken_at)?)?,
+        transcript_type: TranscriptType::parse(
+            "p_transcript_type",
+            required("p_transcript_type", p_transcript_type, SHORT_TEXT_MAX)?,
+        )?,
+    };
+    Ok(line.apply()?.jsonb())
 }
-
 #[cfg(any(test, feature = "pg_test"))]
 #[pg_schema]
 mod tests {
     use pgrx::prelude::*;
 
-    use crate::testing::{call, count, org_with_agent};
+    use crate::testing::{count, json_of, org_with_agent};
 
     const LINE: &str = "SELECT voxanne.record_transcript($1, $2, $3, $4, $5::timestamptz)";
 
@@ -107,7 +137,7 @@ mod tests {
     #[pg_test]
     fn transcript_before_any_status_creates_the_call_and_is_kept() {
         let org = org_with_agent("asst_t");
-        let out = call(
+        let out = json_of(
             LINE,
             &["c1".into(), "asst_t".into(), "user".into(), "hello?".into(), "2026-01-01 10:00:00+00".into()],
         );
@@ -118,7 +148,7 @@ mod tests {
                 .unwrap();
         assert_eq!(status, None, "a transcript does not invent a status");
         // the first status then enriches the same row
-        let started = call("SELECT voxanne.create_inbound_call('c1', 'asst_t')", &[]);
+        let started = json_of("SELECT voxanne.create_inbound_call('c1', 'asst_t')", &[]);
         assert_eq!(started["applied"], true);
         assert_eq!(started["call_id"], out["call_id"]);
     }
@@ -128,8 +158,8 @@ mod tests {
         let org = org_with_agent("asst_t");
         let args =
             || vec!["c1".into(), "asst_t".into(), "user".into(), "book me in".into(), "2026-01-01 10:00:00+00".into()];
-        let first = call(LINE, &args());
-        let retry = call(LINE, &args());
+        let first = json_of(LINE, &args());
+        let retry = json_of(LINE, &args());
         assert_eq!(first["applied"], true);
         assert_eq!(retry["applied"], false);
         assert_eq!(retry["outcome"], "duplicate");
@@ -159,7 +189,7 @@ mod tests {
             ("assistant", &format!("{prefix} the front desk"), "2026-01-01 10:00:01+00"),
         ];
         for (role, text, at) in lines {
-            let out = call(LINE, &["c1".into(), "asst_t".into(), role.into(), text.into(), at.into()]);
+            let out = json_of(LINE, &["c1".into(), "asst_t".into(), role.into(), text.into(), at.into()]);
             assert_eq!(out["applied"], true, "{role} {text} {at}");
         }
         assert_eq!(lines_of(&org), 5);
@@ -168,11 +198,11 @@ mod tests {
     #[pg_test]
     fn partial_and_final_of_the_same_words_are_distinct_lines() {
         let org = org_with_agent("asst_t");
-        call(
+        json_of(
             "SELECT voxanne.record_transcript('c1', 'asst_t', 'user', 'hi', '2026-01-01 10:00:00+00', 'partial')",
             &[],
         );
-        let fin = call(
+        let fin = json_of(
             "SELECT voxanne.record_transcript('c1', 'asst_t', 'user', 'hi', '2026-01-01 10:00:00+00', 'final')",
             &[],
         );
@@ -186,7 +216,7 @@ mod tests {
         let org_b = org_with_agent("asst_b");
         for asst in ["asst_a", "asst_b"] {
             let out =
-                call(LINE, &["c1".into(), asst.into(), "user".into(), "hi".into(), "2026-01-01 10:00:00+00".into()]);
+                json_of(LINE, &["c1".into(), asst.into(), "user".into(), "hi".into(), "2026-01-01 10:00:00+00".into()]);
             assert_eq!(out["applied"], true);
         }
         assert_eq!((lines_of(&org_a), lines_of(&org_b)), (1, 1));
@@ -196,7 +226,7 @@ mod tests {
     fn sql_injection_text_is_stored_verbatim() {
         let org = org_with_agent("asst_t");
         let evil = "'); DROP TABLE voxanne.calls; --";
-        call(LINE, &["c1'--".into(), "asst_t".into(), "user".into(), evil.into(), "2026-01-01 10:00:00+00".into()]);
+        json_of(LINE, &["c1'--".into(), "asst_t".into(), "user".into(), evil.into(), "2026-01-01 10:00:00+00".into()]);
         let stored: String = Spi::get_one_with_args(
             "SELECT c.vapi_call_id || '|' || t.text FROM voxanne.call_transcripts t
              JOIN voxanne.calls c ON c.org_id = t.org_id AND c.id = t.call_id WHERE t.org_id = $1::uuid",

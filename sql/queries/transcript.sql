@@ -1,23 +1,18 @@
--- One transcript line as ONE statement. The content-hash key is the idempotency mark; the
--- call row is created if this is the first message of the call (seed #7: never dropped).
--- $1 assistant id, $2 vapi call id, $3 role, $4 text, $5 spoken at, $6 transcript type,
--- $7 content hash, $8 notify (voxanne.notify).
-WITH agent AS (
-    SELECT a.org_id, a.id
-    FROM voxanne.agents AS a
-    WHERE a.vapi_assistant_id = $1 AND a.active
-),
+-- One transcript line. The content-hash key is the idempotency mark; the call row is created if
+-- this is the first message of the call (seed #7: never dropped).
+-- $3 vapi call id, $4 role, $5 text, $6 spoken at, $7 transcript type, $8 content hash,
+-- $9 notify (voxanne.notify).
 found AS (
     SELECT c.org_id, c.id
     FROM voxanne.calls AS c JOIN agent ON c.org_id = agent.org_id
-    WHERE c.vapi_call_id = $2
+    WHERE c.vapi_call_id = $3
 ),
 -- Only a line of a call not seen yet tries the insert (almost every line finds its call: no
 -- speculative insert, no CHECKs of calls to evaluate). ON CONFLICT still settles the race
 -- with a concurrent first message of the same call.
 created AS (
     INSERT INTO voxanne.calls AS c (org_id, vapi_call_id, agent_id)
-    SELECT agent.org_id, $2, agent.id FROM agent WHERE NOT EXISTS (SELECT FROM found)
+    SELECT agent.org_id, $3, agent.id FROM agent WHERE NOT EXISTS (SELECT FROM found)
     ON CONFLICT (org_id, vapi_call_id) DO NOTHING
     RETURNING c.org_id, c.id
 ),
@@ -31,7 +26,7 @@ call AS (
 line AS (
     INSERT INTO voxanne.call_transcripts AS t
         (org_id, content_hash, call_id, role, transcript_type, spoken_at, text)
-    SELECT call.org_id, $7, call.id, $3, $6, $5, $4 FROM call
+    SELECT call.org_id, $8, call.id, $4, $7, $6, $5 FROM call
     -- by name: the key is (org_id, content_hash) in 0.1.0 and (org_id, call_id, content_hash)
     -- from 0.2.0, and a 0.1.0 database runs this library until ALTER EXTENSION ... UPDATE
     ON CONFLICT ON CONSTRAINT call_transcripts_pkey DO NOTHING
@@ -40,11 +35,11 @@ line AS (
 outbox AS (
     INSERT INTO voxanne.outbox AS o (org_id, topic, payload)
     SELECT line.org_id, 'call.transcript',
-           pg_catalog.jsonb_build_object('call_id', line.call_id, 'vapi_call_id', $2,
-               'role', $3, 'transcript_type', $6, 'spoken_at', $5, 'text', $4,
-               'content_hash', pg_catalog.encode($7, 'hex'))
+           pg_catalog.jsonb_build_object('call_id', line.call_id, 'vapi_call_id', $3,
+               'role', $4, 'transcript_type', $7, 'spoken_at', $6, 'text', $5,
+               'content_hash', pg_catalog.encode($8, 'hex'))
     FROM line
-    RETURNING o.id, CASE WHEN $8 THEN pg_catalog.pg_notify('voxanne_outbox', pg_catalog.json_build_object(
+    RETURNING o.id, CASE WHEN $9 THEN pg_catalog.pg_notify('voxanne_outbox', pg_catalog.json_build_object(
         'org_id', o.org_id, 'id', o.id, 'topic', o.topic)::text) IS NOT NULL END AS notified
 )
 SELECT agent.org_id, call.id AS call_id, outbox.id AS outbox_id

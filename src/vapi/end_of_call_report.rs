@@ -1,0 +1,158 @@
+//! `end-of-call-report`: the authoritative end of a call. Current payloads carry the recording,
+//! transcript and summary under `artifact` and `analysis`; older ones at the top level. Each
+//! value is checked under the path it came from.
+
+use std::borrow::Cow;
+
+use serde::Deserialize;
+
+use super::wire::{call_and_route, iso, Assistant, Call};
+use crate::domain::{in_order, json_amount, url, EndSource, COST_MAX, DURATION_MAX_SECONDS};
+use crate::ending::{ended_reason, summary, transcript, EndEvent};
+use crate::error::VoxError;
+use crate::jsonb::{JsonbOut, Node};
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct EndOfCallReport<'a> {
+    #[serde(borrow)]
+    call: Option<Call<'a>>,
+    #[serde(borrow)]
+    assistant: Option<Assistant<'a>>,
+    #[serde(borrow)]
+    ended_reason: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    started_at: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    ended_at: Option<Cow<'a, str>>,
+    cost: Option<f64>,
+    duration_seconds: Option<f64>,
+    #[serde(borrow)]
+    analysis: Option<Analysis<'a>>,
+    #[serde(borrow)]
+    artifact: Option<Artifact<'a>>,
+    // older payloads carry these at the top level
+    #[serde(borrow)]
+    transcript: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    summary: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    recording_url: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct Analysis<'a> {
+    #[serde(borrow)]
+    summary: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+struct Artifact<'a> {
+    #[serde(borrow)]
+    transcript: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    recording_url: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    recording: Option<Recording<'a>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct Recording<'a> {
+    #[serde(borrow)]
+    mono: Option<Mono<'a>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+struct Mono<'a> {
+    #[serde(borrow)]
+    combined_url: Option<Cow<'a, str>>,
+}
+
+/// The first value given, with the path it was given at.
+fn first<'a>(candidates: &[(&'static str, Option<&'a Cow<'a, str>>)]) -> (&'static str, Option<&'a str>) {
+    let given = candidates.iter().find(|(_, v)| v.is_some()).unwrap_or(&candidates[0]);
+    (given.0, given.1.map(|v| v.as_ref()))
+}
+
+pub fn handle(message: Node<'_>, kind: &str) -> Result<JsonbOut, VoxError> {
+    let msg: EndOfCallReport = super::decode(message)?;
+    let (_, vapi_call_id, route) = call_and_route(&msg.call, &msg.assistant)?;
+    let started_at = msg.started_at.as_deref().map(|s| iso("message.startedAt", s)).transpose()?;
+    let ended_at = msg.ended_at.as_deref().map(|s| iso("message.endedAt", s)).transpose()?;
+    in_order(("message.startedAt", started_at), ("message.endedAt", ended_at))?;
+    // `duration`'s unit changed over time; trust durationSeconds, else the two timestamps
+    let duration = match (msg.duration_seconds, started_at, ended_at) {
+        (Some(d), _, _) => json_amount("message.durationSeconds", Some(d), DURATION_MAX_SECONDS)?,
+        (None, Some(s), Some(e)) => {
+            let derived = (e.into_inner() - s.into_inner()) as f64 / 1e6;
+            json_amount("message.endedAt - message.startedAt", Some(derived), DURATION_MAX_SECONDS)?
+        }
+        _ => None,
+    };
+    let artifact = msg.artifact.as_ref();
+    let analysis = msg.analysis.as_ref();
+    let mono = artifact.and_then(|a| a.recording.as_ref()).and_then(|r| r.mono.as_ref());
+    let (transcript_field, transcript_value) = first(&[
+        ("message.artifact.transcript", artifact.and_then(|a| a.transcript.as_ref())),
+        ("message.transcript", msg.transcript.as_ref()),
+    ]);
+    let (summary_field, summary_value) = first(&[
+        ("message.analysis.summary", analysis.and_then(|a| a.summary.as_ref())),
+        ("message.summary", msg.summary.as_ref()),
+    ]);
+    let (recording_field, recording_value) = first(&[
+        ("message.artifact.recordingUrl", artifact.and_then(|a| a.recording_url.as_ref())),
+        ("message.artifact.recording.mono.combinedUrl", mono.and_then(|m| m.combined_url.as_ref())),
+        ("message.recordingUrl", msg.recording_url.as_ref()),
+    ]);
+    let event = EndEvent {
+        vapi_call_id,
+        route,
+        source: EndSource::Report,
+        ended_reason: ended_reason("message.endedReason", msg.ended_reason.as_deref())?,
+        started_at,
+        ended_at,
+        duration_seconds: duration,
+        cost: json_amount("message.cost", msg.cost, COST_MAX)?,
+        summary: summary(summary_field, summary_value)?,
+        transcript: transcript(transcript_field, transcript_value)?,
+        recording_url: url(recording_field, recording_value)?,
+    };
+    Ok(event.apply()?.of_message(kind).jsonb())
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pgrx::pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    use crate::testing::{call_row, fixture, fixture_org, handle, FIXTURE_CALL_ID as CALL_ID};
+
+    #[pg_test]
+    fn end_of_call_report_prefers_artifact_and_analysis_and_derives_duration() {
+        let org = fixture_org();
+        let out = handle(fixture!("end-of-call-report"));
+        assert_eq!(out["applied"], true);
+        assert_eq!(out["event_id"], format!("report:{CALL_ID}"));
+        assert_eq!(
+            call_row(&org, CALL_ID),
+            "ended|customer-ended-call|2026-11-25 10:00:05+00|2026-11-25 10:01:01.5+00|56.5|0.1234|\
+             Caller booked a cleaning for Tuesday 3pm.|https://storage.vapi.ai/rec-2f6d4c1e.wav|85"
+        );
+    }
+
+    #[pg_test]
+    fn legacy_end_of_call_report_uses_top_level_fields_and_duration_seconds() {
+        let org = fixture_org();
+        handle(fixture!("end-of-call-report-legacy"));
+        assert_eq!(
+            call_row(&org, CALL_ID),
+            "ended|assistant-ended-call|2026-11-25 10:00:05+00|2026-11-25 10:01:05+00|58.5|0.2|\
+             Legacy summary|https://storage.vapi.ai/legacy.wav|9"
+        );
+    }
+}

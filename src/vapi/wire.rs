@@ -1,0 +1,134 @@
+//! The parts of Vapi's server messages that several message kinds share: serde only, no SPI.
+//! Strings are `Cow`: borrowed from a jsonb datum, owned when decoded from escaped JSON text.
+
+use std::borrow::Cow;
+
+use pgrx::datum::TimestampWithTimeZone;
+use serde::de::{self, Deserializer, Visitor};
+use serde::Deserialize;
+
+use crate::error::VoxError;
+use crate::routing::Route;
+
+/// Postgres timestamps count from 2000-01-01; Vapi's from 1970-01-01.
+const PG_EPOCH_OFFSET_MICROS: i64 = 946_684_800_000_000;
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Call<'a> {
+    #[serde(borrow)]
+    pub id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub assistant_id: Option<Cow<'a, str>>,
+    #[serde(borrow, rename = "type")]
+    pub call_type: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub customer: Option<Customer<'a>>,
+    #[serde(borrow)]
+    pub phone_number_id: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub struct Customer<'a> {
+    #[serde(borrow)]
+    pub number: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub struct Assistant<'a> {
+    #[serde(borrow)]
+    pub id: Option<Cow<'a, str>>,
+}
+
+/// The call a message is about (`message.call.id`) and whose it is.
+pub fn call_and_route<'c, 'a>(
+    call: &'c Option<Call<'a>>,
+    assistant: &'c Option<Assistant<'a>>,
+) -> Result<(&'c Call<'a>, &'c str, Route<'c>), VoxError> {
+    let call = call.as_ref().ok_or_else(|| VoxError::missing("message.call"))?;
+    let id = crate::domain::required("message.call.id", call.id.as_deref(), crate::domain::ID_MAX)?;
+    Ok((call, id, route(Some(call), assistant.as_ref())?))
+}
+
+/// Whose message it is, by the ids in the documented order: `call.assistantId`,
+/// `assistant.id`, `call.phoneNumberId`.
+pub fn route<'c>(call: Option<&'c Call<'_>>, assistant: Option<&'c Assistant<'_>>) -> Result<Route<'c>, VoxError> {
+    Route::first_of(
+        [
+            ("message.call.assistantId", call.and_then(|c| c.assistant_id.as_deref())),
+            ("message.assistant.id", assistant.and_then(|a| a.id.as_deref())),
+        ],
+        ("message.call.phoneNumberId", call.and_then(|c| c.phone_number_id.as_deref())),
+    )
+}
+
+/// `message.timestamp`: milliseconds since the epoch (current payloads; may be fractional or
+/// in exponent notation) or an ISO-8601 string (older payloads).
+pub enum Timestamp<'a> {
+    Millis(f64),
+    Iso(Cow<'a, str>),
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Timestamp<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Either;
+        impl<'de> Visitor<'de> for Either {
+            type Value = Timestamp<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("milliseconds since the epoch or an ISO-8601 string")
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+                Ok(Timestamp::Millis(v))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                Ok(Timestamp::Millis(v as f64))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(Timestamp::Millis(v as f64))
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Timestamp::Iso(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Timestamp::Iso(Cow::Owned(v.to_string())))
+            }
+        }
+        deserializer.deserialize_any(Either)
+    }
+}
+
+impl Timestamp<'_> {
+    pub fn resolve(&self, field: &'static str) -> Result<TimestampWithTimeZone, VoxError> {
+        match self {
+            Self::Millis(ms) => {
+                let micros = (ms * 1000.0).round();
+                // the i64 range check also rejects NaN and infinities
+                if !(micros >= i64::MIN as f64 && micros <= i64::MAX as f64) {
+                    return Err(VoxError::bad_timestamp(field, ms.to_string()));
+                }
+                from_unix_micros(field, &ms.to_string(), micros as i64)
+            }
+            Self::Iso(s) => iso(field, s),
+        }
+    }
+}
+
+/// An ISO-8601 moment, with or without its offset (without: UTC).
+pub fn iso(field: &'static str, s: &str) -> Result<TimestampWithTimeZone, VoxError> {
+    let parsed = chrono::DateTime::parse_from_rfc3339(s)
+        .map(|t| t.timestamp_micros())
+        .or_else(|_| {
+            chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f").map(|t| t.and_utc().timestamp_micros())
+        })
+        .map_err(|_| VoxError::bad_timestamp(field, s))?;
+    from_unix_micros(field, s, parsed)
+}
+
+fn from_unix_micros(field: &'static str, shown: &str, unix_micros: i64) -> Result<TimestampWithTimeZone, VoxError> {
+    let pg_micros =
+        unix_micros.checked_sub(PG_EPOCH_OFFSET_MICROS).ok_or_else(|| VoxError::bad_timestamp(field, shown))?;
+    let ts = TimestampWithTimeZone::try_from(pg_micros).map_err(|_| VoxError::bad_timestamp(field, shown))?;
+    crate::domain::moment(field, ts)
+}
