@@ -22,7 +22,7 @@ fn db_url() -> String {
 }
 
 async fn deliver(db: &Client, body: &str) -> Result<Value, tokio_postgres::Error> {
-    Ok(db.query_one(vapi::HANDLE_SQL, &[&body]).await?.get(0))
+    Ok(db.query_one(vapi::HANDLE_VAPI_MESSAGE, &[&body]).await?.get(0))
 }
 
 /// A whole call of `org`, delivered serially.
@@ -179,23 +179,6 @@ async fn org_a_assistant_cannot_touch_org_b_call_whatever_ids_the_body_carries()
     }
     unchanged(&db, &b, &before, "upsert_agent with B's assistant", &mut figures).await;
     figures.finish();
-}
-
-async fn begin_as(client: &Client, role: &str, claims: Option<&str>) {
-    client
-        .batch_execute(&format!("BEGIN; SET LOCAL ROLE {role}"))
-        .await
-        .unwrap_or_else(|e| panic!("SET ROLE {role}: {}", describe(&e)));
-    if let Some(claims) = claims {
-        client
-            .execute("SELECT pg_catalog.set_config('request.jwt.claims', $1, true)", &[&claims])
-            .await
-            .expect("set_config");
-    }
-}
-
-async fn rollback(client: &Client) {
-    client.batch_execute("ROLLBACK").await.expect("ROLLBACK");
 }
 
 /// `authenticated` (as PostgREST runs it: logged in as authenticator, SET LOCAL ROLE, claims in

@@ -26,23 +26,6 @@ fn write_calls(org: &Org) -> Vec<(&'static str, Msg)> {
     ]
 }
 
-async fn begin_as(client: &Client, role: &str, claims: Option<&str>) {
-    client
-        .batch_execute(&format!("BEGIN; SET LOCAL ROLE {role}"))
-        .await
-        .unwrap_or_else(|e| panic!("SET ROLE {role}: {}", describe(&e)));
-    if let Some(claims) = claims {
-        client
-            .execute("SELECT pg_catalog.set_config('request.jwt.claims', $1, true)", &[&claims])
-            .await
-            .expect("set_config");
-    }
-}
-
-async fn rollback(client: &Client) {
-    client.batch_execute("ROLLBACK").await.expect("ROLLBACK");
-}
-
 fn claims_for(org: Uuid) -> String {
     serde_json::json!({"sub": Uuid::new_v4().to_string(), "role": "authenticated", "app_metadata": {"org_id": org.to_string()}}).to_string()
 }
