@@ -43,7 +43,7 @@ const EXPECTED: &[&str] = &[
     "attacks/SQL injection strings stored verbatim",
     "attacks/replayed and forged signed webhooks",
     "attacks/deactivated or moved assistant",
-    "catalog/tenant tables: org_id keys and RLS",
+    "catalog/tenant tables: org_id keys and table grants",
     "catalog/functions: search_path and EXECUTE",
     "catalog/ownership and CREATE on schema voxanne",
 ];
