@@ -4,8 +4,10 @@
 //! and what went wrong in a [`Figures`], and [`Figures::finish`] appends one JSON line to
 //! `target/voxanne-reliability/figures.jsonl` before asserting that every "must be zero" figure
 //! is zero. The test binaries are separate processes, so the file is how they meet: the report
-//! (`tests/zz_report.rs`, run last and explicitly) aggregates the latest line of every expected
-//! test, prints the summary and writes `docs/RELIABILITY.md`.
+//! (`tests/reliability_report.rs`, run by name after the suite) aggregates the latest line of
+//! every expected test, prints the summary and writes [`report_file`]
+//! (`target/voxanne-reliability/RELIABILITY.md`); `bin/reliability-doc` copies it to
+//! `docs/RELIABILITY.md`.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -48,6 +50,12 @@ pub fn figures_dir() -> PathBuf {
 
 pub fn figures_file() -> PathBuf {
     figures_dir().join("figures.jsonl")
+}
+
+/// Where the report of a run is written (never a tracked file; `bin/reliability-doc` copies it
+/// to docs/RELIABILITY.md).
+pub fn report_file() -> PathBuf {
+    figures_dir().join("RELIABILITY.md")
 }
 
 /// The kinds of "must be zero" figures, in report order.

@@ -82,6 +82,27 @@ pub async fn backend_pid(client: &Client) -> i32 {
     client.query_one("SELECT pg_catalog.pg_backend_pid()", &[]).await.expect("pg_backend_pid").get(0)
 }
 
+/// Open a transaction the way PostgREST runs a request, on a connection logged in as
+/// `authenticator`: `BEGIN; SET LOCAL ROLE role`, and the JWT's claims (if any) in
+/// `request.jwt.claims` for this transaction only. End it with [`rollback`].
+pub async fn begin_as(client: &Client, role: &str, claims: Option<&str>) {
+    client
+        .batch_execute(&format!("BEGIN; SET LOCAL ROLE {role}"))
+        .await
+        .unwrap_or_else(|e| panic!("SET ROLE {role}: {}", describe(&e)));
+    if let Some(claims) = claims {
+        client
+            .execute("SELECT pg_catalog.set_config('request.jwt.claims', $1, true)", &[&claims])
+            .await
+            .expect("set_config");
+    }
+}
+
+/// End the transaction [`begin_as`] opened; the role and claims go with it.
+pub async fn rollback(client: &Client) {
+    client.batch_execute("ROLLBACK").await.expect("ROLLBACK");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Ids and times
 

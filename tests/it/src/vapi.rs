@@ -12,12 +12,14 @@ use serde_json::{json, Value};
 use tokio::sync::watch;
 use tokio_postgres::{Client, Config, NoTls};
 use uuid::Uuid;
+use voxanne_relay::db::{classify_sqlstate, Class};
 
 use crate::figures::Rng;
 use crate::{describe, Org};
 
-/// The statement the relay runs, byte for byte: the body goes in as text and is cast here.
-pub const HANDLE_SQL: &str = "SELECT voxanne.handle_vapi_message($1::text::jsonb)";
+/// The statement the relay runs (the relay's own constant, so the SQL senders deliver exactly
+/// what the relay does).
+pub use voxanne_relay::db::HANDLE_VAPI_MESSAGE;
 
 /// 2026-11-25T10:00:00Z in epoch milliseconds: the fixtures' day.
 pub const T0_MS: i64 = 1_795_600_800_000;
@@ -73,12 +75,6 @@ pub fn is_documented_data_error(code: &str) -> bool {
         && (readme_sqlstates().contains(code)
             || codes.contains(code)
             || classes.iter().any(|c| code.starts_with(c.as_str())))
-}
-
-/// Transient SQLSTATEs a sender must retry (relay README: 503).
-pub fn is_transient(code: &str) -> bool {
-    matches!(code, "40001" | "40P01" | "55P03" | "57014" | "53300" | "57P01" | "57P02" | "57P03")
-        || code.starts_with("08")
 }
 
 /// ISO-8601 (UTC, milliseconds) of epoch milliseconds.
@@ -342,7 +338,7 @@ impl Transport {
                     }
                 }
                 let c = client.as_ref().unwrap();
-                match c.query_one(HANDLE_SQL, &[&body]).await {
+                match c.query_one(HANDLE_VAPI_MESSAGE, &[&body]).await {
                     Ok(row) => match row.try_get::<_, Value>(0) {
                         Ok(v) => Verdict::Acked(v),
                         Err(e) => Verdict::Refused(format!("result: {e}")),
@@ -350,7 +346,9 @@ impl Transport {
                     Err(e) => {
                         let code = e.code().map(|c| c.code().to_string());
                         match code {
-                            Some(code) if !is_transient(&code) => Verdict::Refused(describe(&e)),
+                            Some(code) if classify_sqlstate(&code) != Class::Transient => {
+                                Verdict::Refused(describe(&e))
+                            }
                             _ => {
                                 // the session may be gone: reconnect before the next attempt
                                 if code.as_deref().is_none_or(|c| c.starts_with("57P") || c.starts_with("08")) {
@@ -785,7 +783,7 @@ pub fn state_diff(got: &BTreeMap<String, Value>, want: &BTreeMap<String, Value>,
 pub async fn deliver_serially(db: &Client, assistant: &str, messages: &[&Message]) {
     for m in messages {
         let body = m.body(assistant);
-        db.query_one(HANDLE_SQL, &[&body])
+        db.query_one(HANDLE_VAPI_MESSAGE, &[&body])
             .await
             .unwrap_or_else(|e| panic!("serial delivery of {}: {}", m.label(), describe(&e)));
     }

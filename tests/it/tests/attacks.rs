@@ -22,7 +22,7 @@ fn db_url() -> String {
 }
 
 async fn deliver(db: &Client, body: &str) -> Result<Value, tokio_postgres::Error> {
-    Ok(db.query_one(vapi::HANDLE_SQL, &[&body]).await?.get(0))
+    Ok(db.query_one(vapi::HANDLE_VAPI_MESSAGE, &[&body]).await?.get(0))
 }
 
 /// A whole call of `org`, delivered serially.
@@ -181,23 +181,6 @@ async fn org_a_assistant_cannot_touch_org_b_call_whatever_ids_the_body_carries()
     figures.finish();
 }
 
-async fn begin_as(client: &Client, role: &str, claims: Option<&str>) {
-    client
-        .batch_execute(&format!("BEGIN; SET LOCAL ROLE {role}"))
-        .await
-        .unwrap_or_else(|e| panic!("SET ROLE {role}: {}", describe(&e)));
-    if let Some(claims) = claims {
-        client
-            .execute("SELECT pg_catalog.set_config('request.jwt.claims', $1, true)", &[&claims])
-            .await
-            .expect("set_config");
-    }
-}
-
-async fn rollback(client: &Client) {
-    client.batch_execute("ROLLBACK").await.expect("ROLLBACK");
-}
-
 /// `authenticated` (as PostgREST runs it: logged in as authenticator, SET LOCAL ROLE, claims in
 /// request.jwt.claims) with forged, misplaced, malformed or missing org claims: never a row of
 /// the victim org, never a write.
@@ -287,9 +270,28 @@ async fn authenticated_with_forged_or_missing_org_claims_sees_and_changes_nothin
     figures.finish();
 }
 
-/// Every function in schema voxanne (from the catalog, so a new one is covered the day it is
-/// added), called as `anon` and as `authenticated`: anon runs none, authenticated runs only
-/// `current_org_id()`.
+/// One of each write function with well-formed arguments, all aimed at `org`: a denied call must
+/// fail on privileges, not on its arguments.
+fn write_calls(org: &Org) -> Vec<(&'static str, Msg)> {
+    let call = unique("call");
+    vec![
+        ("upsert_agent", Msg::new("upsert_agent").uuid("p_org_id", org.id).text("p_vapi_assistant_id", unique("asst"))),
+        ("create_inbound_call", org.ringing(&call)),
+        ("record_transcript", org.transcript(&call, "user", "hello", at(1))),
+        ("complete_call", org.report(&call, &Report::for_call(&call))),
+        ("complete_call (status-update)", org.status_ended(&call, "hangup")),
+        ("purge_processed_events", Msg::new("purge_processed_events").interval("p_older_than", "30 days")),
+        ("grant_api_roles", Msg::new("grant_api_roles")),
+    ]
+}
+
+/// THE home of "anon and authenticated cannot execute the write functions" (tests/README.md).
+/// The grants, for every routine of schema voxanne in the catalog (so a new one is covered the
+/// day it is added): anon may EXECUTE none, authenticated only `current_org_id()`. Then each
+/// function called for real, as PostgREST runs a request (login `authenticator`, `SET LOCAL
+/// ROLE`, the victim org's claims): with NULL arguments, and once more with well-formed
+/// arguments aimed at the victim org. Anon runs none, authenticated runs only
+/// `current_org_id()`, every refusal is 42501, and the victim org is unchanged.
 #[tokio::test]
 async fn anon_and_authenticated_cannot_execute_any_write_function() {
     let mut figures = Figures::new("attacks/anon and authenticated executing functions");
@@ -314,6 +316,24 @@ async fn anon_and_authenticated_cannot_execute_any_write_function() {
         .map(|r| (r.get(0), r.get::<_, Option<String>>(1).unwrap_or_default()))
         .collect();
     assert!(functions.len() >= 8, "functions: {functions:?}");
+    // the grants, every routine of any kind (function, procedure, aggregate)
+    for (role, except) in [("anon", ""), ("authenticated", "current_org_id")] {
+        figures.checks += 1;
+        let executable = db
+            .query(
+                "SELECT p.oid::pg_catalog.regprocedure::text
+                 FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+                 WHERE n.nspname = 'voxanne' AND p.proname <> $2
+                   AND pg_catalog.has_function_privilege($1::pg_catalog.name, p.oid, 'EXECUTE')",
+                &[&role, &except],
+            )
+            .await
+            .expect("EXECUTE grants of schema voxanne");
+        for r in executable {
+            figures.violation("leaks", format!("function {role} may execute: {}", r.get::<_, String>(0)));
+        }
+    }
+    // each function called, with NULL arguments and with well-formed ones
     let api = connect_as("authenticator").await;
     let claims = json!({"app_metadata": {"org_id": b.id.to_string()}}).to_string();
     for role in ["anon", "authenticated"] {
@@ -327,6 +347,16 @@ async fn anon_and_authenticated_cannot_execute_any_write_function() {
                 Ok(()) if allowed => {}
                 Err(e) if !allowed && e.code().map(|c| c.code()) == Some("42501") => {}
                 other => figures.violation("leaks", format!("{role} calling voxanne.{name}({args}): {other:?}")),
+            }
+        }
+        for (name, msg) in write_calls(&b) {
+            figures.attacks += 1;
+            begin_as(&api, role, Some(&claims)).await;
+            let r = msg.call(&api).await;
+            rollback(&api).await;
+            match r {
+                Err(e) if e.code().map(|c| c.code()) == Some("42501") => {}
+                other => figures.violation("leaks", format!("{role} calling {name} with arguments: {other:?}")),
             }
         }
     }

@@ -30,6 +30,7 @@ use voxanne_it::figures::{scale, seed, Figures, Rng};
 use voxanne_it::relay::{ChildRelay, Relay, SECRET};
 use voxanne_it::vapi::{self, Kind, Message, Senders, Transport};
 use voxanne_it::*;
+use voxanne_relay::db::{classify_sqlstate, Class};
 
 const ORGS: usize = 3;
 
@@ -165,14 +166,14 @@ async fn backend_sigkill_mid_transaction_leaves_no_partial_rows_and_redelivery_a
                                     // widen the window in which the backend is inside the transaction
                                     c.batch_execute("SELECT pg_catalog.pg_sleep(0.002)").await?;
                                 }
-                                c.query_one(vapi::HANDLE_SQL, &[&bodies[*m]]).await?;
+                                c.query_one(vapi::HANDLE_VAPI_MESSAGE, &[&bodies[*m]]).await?;
                             }
                             c.batch_execute("COMMIT").await
                         }
                         .await
                         .map_err(|e: tokio_postgres::Error| {
                             match e.code().map(|c| c.code().to_string()) {
-                                Some(code) if !vapi::is_transient(&code) => {
+                                Some(code) if classify_sqlstate(&code) != Class::Transient => {
                                     format!("REFUSED {}", describe(&e))
                                 }
                                 _ => describe(&e),

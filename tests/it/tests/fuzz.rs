@@ -194,7 +194,7 @@ async fn fuzz_sql(checker: Checker, bodies: Vec<String>) -> Checker {
                 let Some(body) = queue.lock().unwrap().pop() else {
                     break;
                 };
-                let result = client.query_one(vapi::HANDLE_SQL, &[&body]).await;
+                let result = client.query_one(vapi::HANDLE_VAPI_MESSAGE, &[&body]).await;
                 let lost = {
                     let mut c = checker.lock().unwrap();
                     c.figures.fuzz_cases += 1;
@@ -417,7 +417,7 @@ async fn replay_sqlstate(db: &Client, body: &[u8]) -> String {
         return "not UTF-8".into();
     };
     db.batch_execute("BEGIN").await.expect("BEGIN");
-    let result = db.query_one(vapi::HANDLE_SQL, &[&text]).await;
+    let result = db.query_one(vapi::HANDLE_VAPI_MESSAGE, &[&text]).await;
     db.batch_execute("ROLLBACK").await.expect("ROLLBACK");
     match result {
         Ok(_) => "no error".into(),
@@ -457,7 +457,7 @@ async fn numbers_beyond_f64_and_deep_nesting_are_data_errors_not_panics() {
     ];
     for body in &bodies {
         figures.fuzz_cases += 1;
-        match db.query_one(vapi::HANDLE_SQL, &[body]).await {
+        match db.query_one(vapi::HANDLE_VAPI_MESSAGE, &[body]).await {
             Ok(v) => {
                 // acceptable too: a message that parses (an ignored type) is acknowledged
                 let v: Value = v.get(0);

@@ -213,9 +213,11 @@ async fn service_role_calls_every_write_function_with_json_bodies() {
 }
 
 /// Every write function, as the anonymous role (no JWT, or Supabase's anon key) and as a
-/// signed-in user of the org: 42501, which PostgREST answers 401 for anon and 403 otherwise.
+/// signed-in user of the org, over PostgREST's RPC path: 42501, which PostgREST answers 401 for
+/// anon and 403 otherwise. (The refusal itself, in SQL: attacks.rs
+/// `anon_and_authenticated_cannot_execute_any_write_function`; this test proves the HTTP path.)
 #[tokio::test]
-async fn anon_gets_401_and_authenticated_403_on_every_write_function() {
+async fn anon_gets_401_and_authenticated_403_on_every_write_function_through_postgrest() {
     let db = connect().await;
     let org = Org::create(&db).await;
     let api = PostgRest::connect().await;
@@ -261,9 +263,10 @@ fn column(body: &Value, name: &str) -> BTreeSet<String> {
 }
 
 /// `GET /rest/v1/<table>` with a user's JWT: RLS on app_metadata.org_id, nothing of another org
-/// even when asked for by id.
+/// even when asked for by id. (RLS itself, in SQL: install_privileges.rs
+/// `authenticated_sees_only_the_org_in_its_jwt_claims`; this test proves the HTTP path.)
 #[tokio::test]
-async fn authenticated_reads_only_its_own_orgs_rows() {
+async fn authenticated_reads_only_its_own_orgs_rows_through_postgrest() {
     let db = connect().await;
     let (a, b) = (Org::create(&db).await, Org::create(&db).await);
     let calls_a = [unique("call"), unique("call")];

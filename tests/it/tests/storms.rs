@@ -165,7 +165,7 @@ async fn sql_duplicate_storm_64_connections_each_kind_applies_once() {
         for round in 0..rounds {
             let (first, stormed) = round_messages(kind, round);
             if let Some(first) = first {
-                let a = db.query_one(vapi::HANDLE_SQL, &[&first.body(&org.assistant_id)]).await;
+                let a = db.query_one(vapi::HANDLE_VAPI_MESSAGE, &[&first.body(&org.assistant_id)]).await;
                 a.unwrap_or_else(|e| panic!("{}: {}", first.label(), describe(&e)));
                 figures.delivered += 1;
                 messages.push(first);
