@@ -110,4 +110,30 @@ mod tests {
             1
         );
     }
+
+    /// A refusal here would leave the relay only a 500 to answer, and the sender would retry
+    /// forever: whatever its size, a body is kept, and what labels it is clipped.
+    #[pg_test]
+    fn the_dead_letter_clips_and_never_refuses_a_body() {
+        let big = format!(r#"{{"message":{{"type":"hang","pad":"{}"}}}}"#, "x".repeat(3 * 1024 * 1024));
+        let long_message = "m".repeat(100_000);
+        let id: i64 = Spi::get_one_with_args(
+            "SELECT voxanne.record_rejected_event($1, '22023-and-more', $2)",
+            &[big.as_str().into(), long_message.as_str().into()],
+        )
+        .unwrap()
+        .unwrap();
+        let row: String = Spi::get_one_with_args(
+            "SELECT concat_ws('|', length(body), sqlstate, length(message)) FROM voxanne.rejected_events WHERE id = $1",
+            &[id.into()],
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(row, format!("{}|22023|65536", big.len()));
+        let empty: i64 = Spi::get_one("SELECT voxanne.record_rejected_event('', '22P02')").unwrap().unwrap();
+        assert_eq!(
+            count("SELECT count(*) FROM voxanne.rejected_events WHERE id = $1 AND body = ''", &[empty.into()]),
+            1
+        );
+    }
 }

@@ -105,17 +105,3 @@ pub fn call_row(org: &str, vapi_call_id: &str) -> String {
     .unwrap()
     .unwrap()
 }
-
-/// The Supabase API roles, created inside the test transaction if the cluster lacks them, and
-/// granted exactly as at install time.
-pub fn api_roles() {
-    Spi::run(
-        "DO $$ BEGIN
-             IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'anon') THEN CREATE ROLE anon NOLOGIN; END IF;
-             IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'authenticated') THEN CREATE ROLE authenticated NOLOGIN; END IF;
-             IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'service_role') THEN CREATE ROLE service_role NOLOGIN BYPASSRLS; END IF;
-         END $$;
-         SELECT voxanne.grant_api_roles();",
-    )
-    .unwrap();
-}
