@@ -6,38 +6,34 @@ use std::borrow::Cow;
 
 use serde::Deserialize;
 
-use super::wire::{call_and_route, iso, Assistant, Call};
+use super::wire::{call_and_route, iso, message};
 use crate::domain::{in_order, json_amount, url, EndSource, COST_MAX, DURATION_MAX_SECONDS};
 use crate::ending::{ended_reason, summary, transcript, EndEvent};
 use crate::error::VoxError;
 use crate::jsonb::{JsonbOut, Node};
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct EndOfCallReport<'a> {
-    #[serde(borrow)]
-    call: Option<Call<'a>>,
-    #[serde(borrow)]
-    assistant: Option<Assistant<'a>>,
-    #[serde(borrow)]
-    ended_reason: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    started_at: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    ended_at: Option<Cow<'a, str>>,
-    cost: Option<f64>,
-    duration_seconds: Option<f64>,
-    #[serde(borrow)]
-    analysis: Option<Analysis<'a>>,
-    #[serde(borrow)]
-    artifact: Option<Artifact<'a>>,
-    // older payloads carry these at the top level
-    #[serde(borrow)]
-    transcript: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    summary: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    recording_url: Option<Cow<'a, str>>,
+message! {
+    struct EndOfCallReport {
+        #[serde(borrow)]
+        ended_reason: Option<Cow<'a, str>>,
+        #[serde(borrow)]
+        started_at: Option<Cow<'a, str>>,
+        #[serde(borrow)]
+        ended_at: Option<Cow<'a, str>>,
+        cost: Option<f64>,
+        duration_seconds: Option<f64>,
+        #[serde(borrow)]
+        analysis: Option<Analysis<'a>>,
+        #[serde(borrow)]
+        artifact: Option<Artifact<'a>>,
+        // older payloads carry these at the top level
+        #[serde(borrow)]
+        transcript: Option<Cow<'a, str>>,
+        #[serde(borrow)]
+        summary: Option<Cow<'a, str>>,
+        #[serde(borrow)]
+        recording_url: Option<Cow<'a, str>>,
+    }
 }
 
 #[derive(Deserialize, Default)]

@@ -2,28 +2,20 @@
 
 use std::borrow::Cow;
 
-use serde::Deserialize;
-
-use super::wire::{call_and_route, Assistant, Call, Timestamp};
+use super::wire::{call_and_route, message};
 use crate::domain::{optional, required, ID_MAX, PHONE_MAX, SHORT_TEXT_MAX};
 use crate::ending::{ended_reason, EndEvent};
 use crate::error::VoxError;
 use crate::jsonb::{JsonbOut, Node};
 use crate::status::{before_end, StatusEvent};
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct StatusUpdate<'a> {
-    #[serde(borrow)]
-    call: Option<Call<'a>>,
-    #[serde(borrow)]
-    assistant: Option<Assistant<'a>>,
-    #[serde(borrow)]
-    timestamp: Option<Timestamp<'a>>,
-    #[serde(borrow)]
-    status: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    ended_reason: Option<Cow<'a, str>>,
+message! {
+    struct StatusUpdate {
+        #[serde(borrow)]
+        status: Option<Cow<'a, str>>,
+        #[serde(borrow)]
+        ended_reason: Option<Cow<'a, str>>,
+    }
 }
 
 pub fn handle(message: Node<'_>, kind: &str) -> Result<JsonbOut, VoxError> {

@@ -3,29 +3,21 @@
 
 use std::borrow::Cow;
 
-use serde::Deserialize;
-
-use super::wire::{call_and_route, Assistant, Call, Timestamp};
+use super::wire::{call_and_route, message};
 use crate::domain::{required, Role, TranscriptType, SHORT_TEXT_MAX};
 use crate::error::VoxError;
 use crate::jsonb::{JsonbOut, Node};
 use crate::transcript::{line_text, LineEvent};
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Transcript<'a> {
-    #[serde(borrow)]
-    call: Option<Call<'a>>,
-    #[serde(borrow)]
-    assistant: Option<Assistant<'a>>,
-    #[serde(borrow)]
-    timestamp: Option<Timestamp<'a>>,
-    #[serde(borrow)]
-    role: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    transcript_type: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    transcript: Option<Cow<'a, str>>,
+message! {
+    struct Transcript {
+        #[serde(borrow)]
+        role: Option<Cow<'a, str>>,
+        #[serde(borrow)]
+        transcript_type: Option<Cow<'a, str>>,
+        #[serde(borrow)]
+        transcript: Option<Cow<'a, str>>,
+    }
 }
 
 pub fn handle(message: Node<'_>, kind: &str) -> Result<JsonbOut, VoxError> {

@@ -42,6 +42,28 @@ pub struct Assistant<'a> {
     pub id: Option<Cow<'a, str>>,
 }
 
+/// A Vapi message kind's struct: the fields every kind carries (`call`, `assistant`,
+/// `timestamp`) and its own, decoded together in one pass.
+macro_rules! message {
+    ($(#[$meta:meta])* struct $name:ident { $($(#[$attr:meta])* $field:ident: $ty:ty,)* }) => {
+        $(#[$meta])*
+        #[derive(serde::Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct $name<'a> {
+            #[serde(borrow)]
+            call: Option<$crate::vapi::wire::Call<'a>>,
+            #[serde(borrow)]
+            assistant: Option<$crate::vapi::wire::Assistant<'a>>,
+            // checked for every kind, as before; the report does not use it
+            #[allow(dead_code)]
+            #[serde(borrow)]
+            timestamp: Option<$crate::vapi::wire::Timestamp<'a>>,
+            $($(#[$attr])* $field: $ty,)*
+        }
+    };
+}
+pub(crate) use message;
+
 /// The call a message is about (`message.call.id`) and whose it is.
 pub fn call_and_route<'c, 'a>(
     call: &'c Option<Call<'a>>,
