@@ -93,9 +93,8 @@ pub struct Config {
     pub expected_extension_version: String,
 
     /// Threads of the async runtime. 1 (a current-thread runtime) is cheapest when the relay
-    /// shares its machine with PostgreSQL: no cross-thread wake-ups per request (11-19% less relay
-    /// CPU per request than 2 worker threads on 2 cores, same requests/s: bench/README.md). Raise
-    /// it on a host of its own.
+    /// shares its machine with PostgreSQL: no cross-thread wake-ups per request (measured in
+    /// bench/README.md). Raise it on a host of its own.
     #[arg(long, env = "VOXANNE_WORKER_THREADS", default_value_t = 1)]
     pub worker_threads: usize,
 

@@ -10,6 +10,7 @@ pub mod db;
 pub mod error;
 pub mod metrics;
 pub mod verify;
+pub mod webhook;
 
 use std::future::Future;
 use std::time::Duration;
