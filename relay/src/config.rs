@@ -4,7 +4,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::error::ErrorKind;
+use clap::{CommandFactory, Parser, ValueEnum};
 
 use crate::verify::Secret;
 
@@ -116,6 +117,15 @@ pub enum ConfigError {
 }
 
 impl Config {
+    /// This process's flags, validated; exits with clap's usage error when they are not valid.
+    pub fn from_command_line() -> Self {
+        let config = Self::parse();
+        if let Err(e) = config.validate() {
+            Self::command().error(ErrorKind::ValueValidation, e).exit();
+        }
+        config
+    }
+
     /// Checks what clap cannot express: at least one auth mode, sane sizes and paths.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.webhook_secrets.is_empty() && self.hmac_secrets.is_empty() {
@@ -167,7 +177,6 @@ fn parse_pg_config(s: &str) -> Result<tokio_postgres::Config, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
 
     fn parse(args: &[&str]) -> Result<Config, clap::Error> {
         let mut argv = vec!["voxanne-relay", "--database-url", "host=127.0.0.1 port=1 user=x password=pw"];
