@@ -22,11 +22,14 @@ pub const HANDLE_VAPI_MESSAGE: &str = "SELECT voxanne.handle_vapi_message($1::te
 pub const RECORD_REJECTED_EVENT: &str =
     "SELECT voxanne.record_rejected_event(p_body => $1::text, p_sqlstate => $2, p_message => $3)";
 
+pub const EXTENSION_VERSION: &str = "SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'voxanne_ext'";
+
 /// What `voxanne.handle_vapi_message` answers, as the relay reads it (built by the extension's
 /// `src/calls.rs`, `src/transcripts.rs` and `src/webhook.rs`): a handled message has
 /// `applied`, `outcome`, `org_id`, `call_id`, `vapi_call_id`, `event_id` and `status` (a
-/// transcript line `content_hash` instead of `status`), plus `message_type`; a type the
-/// extension does not handle is `{"applied":false,"ignored":kind,"message_type":kind}`. The relay
+/// transcript line `content_hash` instead of `status`), plus `message_type`; a message the
+/// extension does not act on is `{"applied":false,"ignored":kind,"message_type":type}`
+/// (`ignored` is `"transcript[partial]"` for a partial transcript, else the type). The relay
 /// takes its metric labels and span fields from here and sends the JSON itself on unchanged.
 #[derive(Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(default)]
@@ -76,8 +79,6 @@ impl<'a> Answer<'a> {
         }
     }
 }
-
-pub const EXTENSION_VERSION: &str = "SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'voxanne_ext'";
 
 /// Code reported for a connection that broke mid-statement (SQLSTATE connection_failure).
 pub const CONNECTION_LOST: &str = "08006";

@@ -29,6 +29,7 @@ pub struct Labels {
     pub outcome: &'static str,
 }
 
+/// Longest message type or call id recorded in the request span, in bytes.
 const LOGGED_ID_MAX: usize = 128;
 
 /// `voxanne.record_rejected_event`'s limit on `p_message` (64 KiB, README "Input limits").
@@ -39,6 +40,8 @@ fn clip(s: &str, max: usize) -> &str {
     &s[..s.floor_char_boundary(max)]
 }
 
+/// The handler. The span gets the message's type and call id before the statement, its org and
+/// outcome after; the labels go back with the response, whatever it is.
 pub async fn webhook(
     State(state): State<AppState>,
     headers: HeaderMap,
