@@ -1,18 +1,17 @@
 //! The router: request id and tracing outermost, then the `observe` middleware (metrics, error
 //! logging, JSON bodies for errors produced by layers), the body limit and the request timeout.
+//! The webhook handler is in webhook.rs; the probes and /metrics are here.
 
-use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
 use serde_json::json;
 use tower::ServiceBuilder;
 use tower_http::limit::RequestBodyLimitLayer;
@@ -27,6 +26,7 @@ use crate::db::{self, Db};
 use crate::error::{RelayError, RETRY_MESSAGE};
 use crate::metrics;
 use crate::verify::Verifier;
+use crate::webhook::{self, Labels};
 
 pub const REQUEST_ID: &str = "x-request-id";
 
@@ -60,7 +60,7 @@ impl AppState {
 pub fn app(state: AppState) -> Router {
     let request_id = HeaderName::from_static(REQUEST_ID);
     Router::new()
-        .route(&state.webhook_path, post(webhook))
+        .route(&state.webhook_path, post(webhook::webhook))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(render_metrics))
@@ -96,131 +96,6 @@ fn make_span(request: &Request<Body>) -> Span {
         org_id = Empty,
         outcome = Empty,
     )
-}
-
-/// What the webhook handler tells `observe` for metrics.
-#[derive(Clone, Copy)]
-struct WebhookLabels {
-    message_type: &'static str,
-    outcome: &'static str,
-}
-
-/// The parts of a Vapi message the relay looks at, for logs and metrics only; the database
-/// parses the body for real.
-#[derive(Deserialize)]
-struct Envelope<'a> {
-    #[serde(borrow)]
-    message: Option<Message<'a>>,
-}
-
-#[derive(Deserialize)]
-struct Message<'a> {
-    #[serde(rename = "type", borrow)]
-    kind: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    call: Option<CallRef<'a>>,
-}
-
-#[derive(Deserialize)]
-struct CallRef<'a> {
-    #[serde(borrow)]
-    id: Option<Cow<'a, str>>,
-}
-
-const LOGGED_ID_MAX: usize = 128;
-
-/// `voxanne.record_rejected_event`'s limit on `p_message` (64 KiB, README "Input limits").
-const REJECTED_MESSAGE_MAX: usize = 64 * 1024;
-
-/// `s` cut to at most `max` bytes, at a char boundary.
-fn clip_to(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
-}
-
-fn clip(s: &str) -> &str {
-    clip_to(s, LOGGED_ID_MAX)
-}
-
-async fn webhook(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
-) -> Response {
-    let mut labels = WebhookLabels { message_type: metrics::message_type_label(None), outcome: "other" };
-    let result = handle_webhook(&state, &headers, body, &mut labels).await;
-    labels.outcome = match &result {
-        Ok(json) => metrics::outcome_label(json),
-        Err(err) => err.outcome(),
-    };
-    Span::current().record("outcome", labels.outcome);
-    let mut response = match result {
-        Ok(json) => Json(json).into_response(),
-        Err(err) => err.into_response(),
-    };
-    response.extensions_mut().insert(labels);
-    response
-}
-
-/// Authenticate, check the body is JSON, hand it to the database. Nothing touches the database
-/// before authentication has passed.
-async fn handle_webhook(
-    state: &AppState,
-    headers: &HeaderMap,
-    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
-    labels: &mut WebhookLabels,
-) -> Result<serde_json::Value, RelayError> {
-    let body = body.map_err(|rejection| match rejection.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => RelayError::PayloadTooLarge,
-        _ => RelayError::bad_request(rejection.body_text()),
-    })?;
-    state.verifier.verify(headers, &body)?;
-
-    let text = std::str::from_utf8(&body).map_err(|e| RelayError::bad_request(format!("body is not UTF-8: {e}")))?;
-    serde_json::from_str::<&serde_json::value::RawValue>(text)
-        .map_err(|e| RelayError::bad_request(format!("body is not valid JSON: {e}")))?;
-
-    let span = Span::current();
-    if let Ok(Envelope { message: Some(message) }) = serde_json::from_str::<Envelope>(text) {
-        labels.message_type = metrics::message_type_label(message.kind.as_deref());
-        if let Some(kind) = &message.kind {
-            span.record("message_type", clip(kind));
-        }
-        if let Some(id) = message.call.and_then(|c| c.id) {
-            span.record("vapi_call_id", clip(&id));
-        }
-    }
-
-    match state.db.handle_vapi_message(text).await {
-        Ok(result) => {
-            if let Some(org_id) = result.get("org_id").and_then(|v| v.as_str()) {
-                span.record("org_id", org_id);
-            }
-            Ok(result)
-        }
-        Err(db::DbError::Permanent { code, message }) => {
-            // Storing must never fail as "bad input": that would answer 422 (do not retry) for a
-            // body that was not kept. The database's message is clipped to the function's
-            // p_message limit (a wrong-shape error can echo a whole field), and any permanent
-            // failure of the store itself is answered 500, so the sender comes back.
-            let stored_message = clip_to(&message, REJECTED_MESSAGE_MAX);
-            let id = state.db.record_rejected_event(text, &code, stored_message).await.map_err(|e| match e {
-                db::DbError::Permanent { code, message } => {
-                    RelayError::internal(format!("storing the rejected body failed ({code}): {message}"))
-                }
-                other => other.into(),
-            })?;
-            tracing::info!(sqlstate = %code, message = %message, rejected_event_id = id, "rejected as bad input; body stored");
-            Err(RelayError::Rejected { code, message })
-        }
-        Err(err) => Err(err.into()),
-    }
 }
 
 async fn healthz() -> Json<serde_json::Value> {
@@ -293,20 +168,20 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
     }
 
     if is_webhook {
-        let message_type =
-            response.extensions().get::<WebhookLabels>().map_or(metrics::message_type_label(None), |l| l.message_type);
-        let outcome = match response.extensions().get::<WebhookLabels>() {
-            Some(labels) => labels.outcome,
-            // the handler never finished: a layer answered
-            None => match status {
-                StatusCode::PAYLOAD_TOO_LARGE => "too_large",
-                StatusCode::SERVICE_UNAVAILABLE => "timeout",
-                _ => "other",
-            },
-        };
-        metrics::record_webhook(message_type, outcome, elapsed);
+        let labels = response.extensions().get::<Labels>().copied().unwrap_or_else(|| answered_by_a_layer(status));
+        metrics::record_webhook(labels.message_type, labels.outcome, elapsed);
     }
     response
+}
+
+/// The labels of a webhook that a layer answered before the handler finished.
+fn answered_by_a_layer(status: StatusCode) -> Labels {
+    let outcome = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => "too_large",
+        StatusCode::SERVICE_UNAVAILABLE => "timeout",
+        _ => "other",
+    };
+    Labels { message_type: metrics::message_type_label(None), outcome }
 }
 
 fn log_error(err: &RelayError) {
@@ -338,17 +213,18 @@ fn json_for_layer_error(response: Response) -> Response {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
-    use crate::verify::{sign, unix_now, SECRET_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER};
+    use crate::verify::SECRET_HEADER;
+    use axum::http::HeaderMap;
     use clap::Parser;
     use http_body_util::BodyExt;
     use tower::ServiceExt;
 
-    /// A state whose database is a closed port: every test here must answer before any
-    /// database work.
-    fn state(extra: &[&str]) -> AppState {
-        let mut argv = vec![
+    /// A state whose database is a closed port: a request that reaches it is answered 503
+    /// (`db::CANNOT_CONNECT`).
+    pub(crate) fn state() -> AppState {
+        let argv = [
             "voxanne-relay",
             "--database-url",
             "host=127.0.0.1 port=1 user=nobody dbname=nothing",
@@ -361,12 +237,11 @@ mod tests {
             "--pool-timeout",
             "1s",
         ];
-        argv.extend_from_slice(extra);
         AppState::from_config(&Config::try_parse_from(argv).unwrap()).unwrap()
     }
 
-    async fn send(request: Request<Body>) -> (StatusCode, HeaderMap, serde_json::Value) {
-        let response = app(state(&[])).oneshot(request).await.unwrap();
+    pub(crate) async fn send(request: Request<Body>) -> (StatusCode, HeaderMap, serde_json::Value) {
+        let response = app(state()).oneshot(request).await.unwrap();
         let status = response.status();
         let headers = response.headers().clone();
         let bytes = response.into_body().collect().await.unwrap().to_bytes();
@@ -374,7 +249,7 @@ mod tests {
         (status, headers, body)
     }
 
-    fn post(body: impl Into<Body>, headers: &[(&str, &str)]) -> Request<Body> {
+    pub(crate) fn post(body: impl Into<Body>, headers: &[(&str, &str)]) -> Request<Body> {
         let mut builder = Request::post("/vapi/webhook").header(header::CONTENT_TYPE, "application/json");
         for (k, v) in headers {
             builder = builder.header(*k, *v);
@@ -395,42 +270,6 @@ mod tests {
         let (status, _, body) = send(Request::get("/readyz").body(Body::empty()).unwrap()).await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(body["status"], "not_ready");
-    }
-
-    #[tokio::test]
-    async fn missing_or_wrong_credentials_are_401() {
-        let ts = unix_now().to_string();
-        let bad_sig = sign(b"wrong", &ts, b"{}");
-        let stale = (unix_now() - 3600).to_string();
-        let stale_sig = sign(b"k3y", &stale, b"{}");
-        for headers in [
-            vec![],
-            vec![(SECRET_HEADER, "nope")],
-            vec![(TIMESTAMP_HEADER, ts.as_str()), (SIGNATURE_HEADER, bad_sig.as_str())],
-            vec![(TIMESTAMP_HEADER, stale.as_str()), (SIGNATURE_HEADER, stale_sig.as_str())],
-        ] {
-            let (status, _, body) = send(post("{}", &headers)).await;
-            assert_eq!(status, StatusCode::UNAUTHORIZED, "{headers:?}");
-            assert!(body["message"].is_string());
-        }
-    }
-
-    #[tokio::test]
-    async fn authentication_comes_before_json_validation() {
-        let (status, _, _) = send(post("not json", &[])).await;
-        assert_eq!(status, StatusCode::UNAUTHORIZED);
-    }
-
-    #[tokio::test]
-    async fn malformed_json_is_400() {
-        for body in ["not json", "{\"message\":", "", "{} trailing"] {
-            let (status, _, json) = send(post(body, &[(SECRET_HEADER, "n3w")])).await;
-            assert_eq!(status, StatusCode::BAD_REQUEST, "{body:?}");
-            assert!(json["message"].as_str().unwrap().contains("JSON"), "{json}");
-        }
-        let (status, _, json) = send(post(vec![b'"', 0xff, b'"'], &[(SECRET_HEADER, "n3w")])).await;
-        assert_eq!(status, StatusCode::BAD_REQUEST);
-        assert!(json["message"].as_str().unwrap().contains("UTF-8"));
     }
 
     #[tokio::test]

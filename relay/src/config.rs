@@ -4,7 +4,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::error::ErrorKind;
+use clap::{CommandFactory, Parser, ValueEnum};
 
 use crate::verify::Secret;
 
@@ -93,9 +94,8 @@ pub struct Config {
     pub expected_extension_version: String,
 
     /// Threads of the async runtime. 1 (a current-thread runtime) is cheapest when the relay
-    /// shares its machine with PostgreSQL: no cross-thread wake-ups per request (11-19% less relay
-    /// CPU per request than 2 worker threads on 2 cores, same requests/s: bench/README.md). Raise
-    /// it on a host of its own.
+    /// shares its machine with PostgreSQL: no cross-thread wake-ups per request (measured in
+    /// bench/README.md). Raise it on a host of its own.
     #[arg(long, env = "VOXANNE_WORKER_THREADS", default_value_t = 1)]
     pub worker_threads: usize,
 
@@ -117,6 +117,15 @@ pub enum ConfigError {
 }
 
 impl Config {
+    /// This process's flags, validated; exits with clap's usage error when they are not valid.
+    pub fn from_command_line() -> Self {
+        let config = Self::parse();
+        if let Err(e) = config.validate() {
+            Self::command().error(ErrorKind::ValueValidation, e).exit();
+        }
+        config
+    }
+
     /// Checks what clap cannot express: at least one auth mode, sane sizes and paths.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.webhook_secrets.is_empty() && self.hmac_secrets.is_empty() {
@@ -168,7 +177,6 @@ fn parse_pg_config(s: &str) -> Result<tokio_postgres::Config, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
 
     fn parse(args: &[&str]) -> Result<Config, clap::Error> {
         let mut argv = vec!["voxanne-relay", "--database-url", "host=127.0.0.1 port=1 user=x password=pw"];

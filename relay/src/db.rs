@@ -7,6 +7,7 @@ use std::error::Error as StdError;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime};
+use serde::Deserialize;
 use tokio_postgres::types::{FromSqlOwned, ToSql};
 use tokio_postgres::NoTls;
 
@@ -22,6 +23,62 @@ pub const RECORD_REJECTED_EVENT: &str =
     "SELECT voxanne.record_rejected_event(p_body => $1::text, p_sqlstate => $2, p_message => $3)";
 
 pub const EXTENSION_VERSION: &str = "SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'voxanne_ext'";
+
+/// What `voxanne.handle_vapi_message` answers, as the relay reads it (built by the extension's
+/// `src/calls.rs`, `src/transcripts.rs` and `src/webhook.rs`): a handled message has
+/// `applied`, `outcome`, `org_id`, `call_id`, `vapi_call_id`, `event_id` and `status` (a
+/// transcript line `content_hash` instead of `status`), plus `message_type`; a message the
+/// extension does not act on is `{"applied":false,"ignored":kind,"message_type":type}`
+/// (`ignored` is `"transcript[partial]"` for a partial transcript, else the type). The relay
+/// takes its metric labels and span fields from here and sends the JSON itself on unchanged.
+#[derive(Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(default)]
+pub struct Answer<'a> {
+    pub applied: bool,
+    pub outcome: Option<Outcome>,
+    pub ignored: Option<&'a str>,
+    pub message_type: Option<&'a str>,
+    pub org_id: Option<&'a str>,
+    pub call_id: Option<i64>,
+    pub vapi_call_id: Option<&'a str>,
+    pub event_id: Option<&'a str>,
+    pub status: Option<&'a str>,
+    pub content_hash: Option<&'a str>,
+}
+
+/// `outcome` of a handled message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Applied,
+    Duplicate,
+    Stale,
+    /// A value this relay does not know (a newer extension's).
+    #[serde(other)]
+    Other,
+}
+
+impl<'a> Answer<'a> {
+    /// Reads `json` leniently: the database has committed whatever it answered, so an answer of
+    /// another shape is still a success, with no fields (its outcome label is "other").
+    pub fn of(json: &'a serde_json::Value) -> Self {
+        Self::deserialize(json).unwrap_or_default()
+    }
+
+    /// The `outcome` metric label: the extension's outcome, "ignored" for a type it does not
+    /// handle.
+    pub fn outcome_label(&self) -> &'static str {
+        match (self.outcome, self.ignored) {
+            (Some(Outcome::Applied), _) => "applied",
+            (Some(Outcome::Duplicate), _) => "duplicate",
+            (Some(Outcome::Stale), _) => "stale",
+            (Some(Outcome::Other), _) => "other",
+            (None, Some(_)) => "ignored",
+            (None, None) if self.applied => "applied",
+            (None, None) => "other",
+        }
+    }
+}
 
 /// Code reported for a connection that broke mid-statement (SQLSTATE connection_failure).
 pub const CONNECTION_LOST: &str = "08006";
@@ -44,21 +101,73 @@ pub enum Class {
     Internal,
 }
 
-/// The classification table (README "Outcome mapping" mirrors it).
-pub fn classify_sqlstate(code: &str) -> Class {
-    match code {
-        // data exception (class 22), no agent for the assistant, check / not-null violations
-        c if c.starts_with("22") => Class::Permanent,
-        // 54001: the body is nested too deeply for the jsonb parser (stack depth): the same
-        // body always fails, so it is bad input, stored like any other
-        "42704" | "23514" | "23502" | "54001" => Class::Permanent,
-        // serialization failure, deadlock, lock or statement timeout (a slow moment, not bad
-        // input), too many connections, admin / crash shutdown, server starting or stopping,
-        // and connection exceptions (class 08)
-        "40001" | "40P01" | "55P03" | "57014" | "53300" | "57P01" | "57P02" | "57P03" => Class::Transient,
-        c if c.starts_with("08") => Class::Transient,
-        _ => Class::Internal,
+/// One row of [`CODES`]: a SQLSTATE (five characters), a SQLSTATE class (two), or one of the
+/// relay's own codes.
+struct Code {
+    code: &'static str,
+    class: Class,
+    /// The session that raised it cannot be used again.
+    breaks_session: bool,
+    /// The retry counter labels it by its code; every other code counts as "other", so the
+    /// label set stays bounded (docs/OPERATIONS.md lists it).
+    named: bool,
+}
+
+impl Code {
+    const fn new(code: &'static str, class: Class) -> Self {
+        Self { code, class, breaks_session: false, named: false }
     }
+    const fn breaks_session(self) -> Self {
+        Self { breaks_session: true, ..self }
+    }
+    const fn named(self) -> Self {
+        Self { named: true, ..self }
+    }
+    fn matches(&self, code: &str) -> bool {
+        match self.code.len() {
+            2 => code.starts_with(self.code),
+            _ => code == self.code,
+        }
+    }
+}
+
+/// Every code the relay treats specially, each listed once; the first matching row wins, and a
+/// code without one is [`Class::Internal`]. README "Outcome mapping" mirrors this table.
+const CODES: &[Code] = &[
+    // data exception (class 22), no agent for the assistant, check / not-null violations
+    Code::new("22", Class::Permanent),
+    Code::new("42704", Class::Permanent),
+    Code::new("23514", Class::Permanent),
+    Code::new("23502", Class::Permanent),
+    // the body is nested too deeply for the jsonb parser (stack depth): the same body always
+    // fails, so it is bad input, stored like any other
+    Code::new("54001", Class::Permanent),
+    // serialization failure, deadlock, lock or statement timeout (a slow moment, not bad
+    // input), too many connections
+    Code::new("40001", Class::Transient).named(),
+    Code::new("40P01", Class::Transient).named(),
+    Code::new("55P03", Class::Transient),
+    Code::new("57014", Class::Transient),
+    Code::new("53300", Class::Transient),
+    // admin / crash shutdown, server starting or stopping, and connection exceptions (class
+    // 08): the session is gone
+    Code::new("57P01", Class::Transient).breaks_session().named(),
+    Code::new("57P02", Class::Transient).breaks_session(),
+    Code::new("57P03", Class::Transient).breaks_session(),
+    Code::new(CONNECTION_LOST, Class::Transient).breaks_session().named(),
+    Code::new(CANNOT_CONNECT, Class::Transient).breaks_session().named(),
+    Code::new("08", Class::Transient).breaks_session(),
+    // not a SQLSTATE: no pooled connection became free in time
+    Code::new(POOL_TIMEOUT, Class::Transient).named(),
+];
+
+fn lookup(code: &str) -> Option<&'static Code> {
+    CODES.iter().find(|row| row.matches(code))
+}
+
+/// How a failed statement with SQLSTATE `code` is answered.
+pub fn classify_sqlstate(code: &str) -> Class {
+    lookup(code).map_or(Class::Internal, |row| row.class)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -72,16 +181,6 @@ pub enum DbError {
 
     #[error("database error: {0}")]
     Internal(BoxError),
-}
-
-impl DbError {
-    pub fn class(&self) -> Class {
-        match self {
-            Self::Permanent { .. } => Class::Permanent,
-            Self::Transient { .. } => Class::Transient,
-            Self::Internal(_) => Class::Internal,
-        }
-    }
 }
 
 impl From<tokio_postgres::Error> for DbError {
@@ -138,9 +237,7 @@ fn is_connection_failure(err: &tokio_postgres::Error) -> bool {
 /// True when the session that produced `err` cannot be used again.
 fn breaks_session(err: &tokio_postgres::Error) -> bool {
     is_connection_failure(err)
-        || err.as_db_error().is_some_and(|db| {
-            matches!(db.code().code(), "57P01" | "57P02" | "57P03") || db.code().code().starts_with("08")
-        })
+        || err.as_db_error().and_then(|db| lookup(db.code().code())).is_some_and(|row| row.breaks_session)
 }
 
 pub fn build_pool(config: &Config) -> Result<Pool, deadpool_postgres::BuildError> {
@@ -170,7 +267,8 @@ impl Db {
         &self.pool
     }
 
-    /// Applies one webhook body; returns the function's jsonb verbatim.
+    /// Applies one webhook body; returns the function's jsonb verbatim (read it with
+    /// [`Answer::of`]).
     pub async fn handle_vapi_message(&self, body: &str) -> Result<serde_json::Value, DbError> {
         let value: Option<serde_json::Value> = self.query_retrying(HANDLE_VAPI_MESSAGE, &[&body]).await?;
         value.ok_or_else(|| DbError::Internal("voxanne.handle_vapi_message returned NULL".into()))
@@ -234,17 +332,9 @@ impl Db {
     }
 }
 
-/// Bounded label values for the retry counter.
+/// The retry counter's label for `code` (see [`Code::named`]).
 fn retry_label(code: &str) -> &'static str {
-    match code {
-        "40001" => "40001",
-        "40P01" => "40P01",
-        "57P01" => "57P01",
-        CONNECTION_LOST => CONNECTION_LOST,
-        CANNOT_CONNECT => CANNOT_CONNECT,
-        POOL_TIMEOUT => POOL_TIMEOUT,
-        _ => "other",
-    }
+    lookup(code).filter(|row| row.named).map_or("other", |row| row.code)
 }
 
 /// How long /readyz and startup wait at most for the extension check.
@@ -253,6 +343,7 @@ pub const READY_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn sqlstates_are_classified_as_the_contract_says() {
@@ -269,5 +360,72 @@ mod tests {
         for code in ["23505", "23503", "42501", "42883", "XX000", "P0001", "28000"] {
             assert_eq!(classify_sqlstate(code), Class::Internal, "{code}");
         }
+    }
+
+    #[test]
+    fn shutdowns_and_connection_exceptions_break_the_session() {
+        let breaks = |code| lookup(code).is_some_and(|row| row.breaks_session);
+        for code in ["57P01", "57P02", "57P03", "08006", "08003", "08001", "08P01"] {
+            assert!(breaks(code), "{code}");
+        }
+        for code in ["40001", "40P01", "55P03", "57014", "53300", "22P02", "42704", "XX000", POOL_TIMEOUT] {
+            assert!(!breaks(code), "{code}");
+        }
+    }
+
+    #[test]
+    fn retry_labels_are_the_documented_set() {
+        // docs/OPERATIONS.md, voxanne_relay_db_retries_total
+        for code in ["40001", "40P01", "57P01", CONNECTION_LOST, CANNOT_CONNECT, POOL_TIMEOUT] {
+            assert_eq!(retry_label(code), code);
+        }
+        for code in ["55P03", "57014", "53300", "57P02", "57P03", "08003", POOL_CLOSED, "22P02", "XX000"] {
+            assert_eq!(retry_label(code), "other", "{code}");
+        }
+    }
+
+    #[test]
+    fn answers_give_their_outcome_label() {
+        let label = |json: serde_json::Value| Answer::of(&json).outcome_label();
+        assert_eq!(label(json!({"applied": true, "outcome": "duplicate"})), "duplicate");
+        assert_eq!(label(json!({"applied": false, "ignored": "speech-update"})), "ignored");
+        assert_eq!(label(json!({"applied": true})), "applied");
+        assert_eq!(label(json!({"outcome": "weird"})), "other");
+        assert_eq!(label(json!({"applied": false, "outcome": "stale"})), "stale");
+        assert_eq!(label(json!({"outcome": 3})), "other", "another shape reads as no fields");
+        assert_eq!(label(json!([1])), "other");
+    }
+
+    #[test]
+    fn answers_read_every_shape_the_extension_returns() {
+        let call = json!({
+            "applied": true, "outcome": "applied", "org_id": "5f0c7f61-6d0e-4bb6-8d7a-3c1f3a3c2b10",
+            "call_id": 7, "vapi_call_id": "call-1", "event_id": "status:call-1:ringing", "status": "ringing",
+            "message_type": "status-update",
+        });
+        assert_eq!(
+            Answer::of(&call),
+            Answer {
+                applied: true,
+                outcome: Some(Outcome::Applied),
+                org_id: Some("5f0c7f61-6d0e-4bb6-8d7a-3c1f3a3c2b10"),
+                call_id: Some(7),
+                vapi_call_id: Some("call-1"),
+                event_id: Some("status:call-1:ringing"),
+                status: Some("ringing"),
+                message_type: Some("status-update"),
+                ..Answer::default()
+            }
+        );
+        // call_id and status are nullable (Options in the extension)
+        let duplicate = json!({"applied": false, "outcome": "duplicate", "call_id": null, "status": null});
+        assert_eq!(Answer::of(&duplicate).outcome, Some(Outcome::Duplicate));
+        let line = json!({"applied": true, "outcome": "applied", "content_hash": "ab12", "message_type": "transcript"});
+        assert_eq!(Answer::of(&line).content_hash, Some("ab12"));
+        let partial = json!({"applied": false, "ignored": "transcript[partial]", "message_type": "transcript"});
+        assert_eq!(
+            Answer::of(&partial),
+            Answer { ignored: Some("transcript[partial]"), message_type: Some("transcript"), ..Answer::default() }
+        );
     }
 }

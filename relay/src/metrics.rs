@@ -43,8 +43,6 @@ const MESSAGE_TYPES: &[&str] = &[
     "voice-request",
 ];
 
-const OUTCOMES: &[&str] = &["applied", "duplicate", "stale", "ignored"];
-
 /// The global recorder's handle, installed on first use.
 pub fn handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -82,22 +80,6 @@ pub fn message_type_label(message_type: Option<&str>) -> &'static str {
     }
 }
 
-/// A success's outcome from the function's answer: `outcome` when present, "ignored" for
-/// types the extension does not handle.
-pub fn outcome_label(result: &serde_json::Value) -> &'static str {
-    if let Some(outcome) = result.get("outcome").and_then(|o| o.as_str()) {
-        return OUTCOMES.iter().find(|known| **known == outcome).copied().unwrap_or("other");
-    }
-    if result.get("ignored").is_some() {
-        return "ignored";
-    }
-    match result.get("applied").and_then(|a| a.as_bool()) {
-        Some(true) => "applied",
-        Some(false) => "not_applied",
-        None => "other",
-    }
-}
-
 pub fn record_webhook(message_type: &'static str, outcome: &'static str, elapsed: Duration) {
     metrics::counter!(REQUESTS, "message_type" => message_type, "outcome" => outcome).increment(1);
     metrics::histogram!(LATENCY, "outcome" => outcome).record(elapsed.as_secs_f64());
@@ -114,17 +96,13 @@ pub fn record_pool(status: deadpool_postgres::Status) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     #[test]
     fn labels_are_bounded() {
         assert_eq!(message_type_label(Some("status-update")), "status-update");
         assert_eq!(message_type_label(Some("x".repeat(1000).as_str())), "other");
         assert_eq!(message_type_label(None), "unknown");
-        assert_eq!(outcome_label(&json!({"applied": true, "outcome": "duplicate"})), "duplicate");
-        assert_eq!(outcome_label(&json!({"applied": false, "ignored": "speech-update"})), "ignored");
-        assert_eq!(outcome_label(&json!({"applied": true})), "applied");
-        assert_eq!(outcome_label(&json!({"outcome": "weird"})), "other");
+        // outcome labels come from the answer's typed view: db::tests::answers_give_their_outcome_label
     }
 
     #[test]

@@ -9,13 +9,13 @@ use reqwest::StatusCode;
 
 #[tokio::test]
 async fn readyz_reports_the_extension_version() {
-    let relay = Relay::start(&[]).await;
+    let relay = start_relay(&[]).await;
     let (status, json) = answer(relay.get("/readyz").await).await;
     assert_eq!(status, StatusCode::OK, "{json}");
     assert_eq!(json["status"], "ready");
     assert_eq!(json["extension_version"], env!("CARGO_PKG_VERSION"));
 
-    let relay = Relay::start(&["--expected-extension-version", "9.9.9"]).await;
+    let relay = start_relay(&["--expected-extension-version", "9.9.9"]).await;
     let (status, json) = answer(relay.get("/readyz").await).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{json}");
     assert_eq!(json["reason"], "extension version mismatch");
@@ -24,7 +24,7 @@ async fn readyz_reports_the_extension_version() {
 
 #[tokio::test]
 async fn readyz_fails_while_the_database_is_unreachable_but_healthz_does_not() {
-    let relay = Relay::start(&["--database-url", "host=127.0.0.1 port=1 user=postgres dbname=nothing"]).await;
+    let relay = start_relay(&["--database-url", "host=127.0.0.1 port=1 user=postgres dbname=nothing"]).await;
     let started = Instant::now();
     let (status, json) = answer(relay.get("/readyz").await).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{json}");
@@ -36,7 +36,7 @@ async fn readyz_fails_while_the_database_is_unreachable_but_healthz_does_not() {
     assert_eq!(json["status"], "ok");
 
     // a webhook is asked to come back later, after one retry
-    let (status, json) = relay.deliver(&status_update("asst_x", &new_call_id(), "ringing")).await;
+    let (status, json) = relay.deliver_json(&status_update("asst_x", &new_call_id(), "ringing")).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{json}");
     assert_eq!(json["message"], "temporarily unavailable, retry");
 }
@@ -45,8 +45,8 @@ async fn readyz_fails_while_the_database_is_unreachable_but_healthz_does_not() {
 async fn metrics_count_requests_by_type_and_outcome() {
     let db = db().await;
     let t = tenant(&db).await;
-    let relay = Relay::start(&[]).await;
-    let (status, _) = relay.deliver(&status_update(&t.assistant, &new_call_id(), "ringing")).await;
+    let relay = start_relay(&[]).await;
+    let (status, _) = relay.deliver_json(&status_update(&t.assistant, &new_call_id(), "ringing")).await;
     assert_eq!(status, StatusCode::OK);
     let (status, _) = answer(relay.post("{}", &[]).await).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
@@ -73,10 +73,10 @@ async fn a_killed_connection_is_retried_or_503_and_the_next_delivery_succeeds() 
     let db = db().await;
     let t = tenant(&db).await;
     let app_name = format!("voxanne-relay-test-{}", uuid::Uuid::new_v4().simple());
-    let relay = Relay::start(&["--db-application-name", &app_name]).await;
+    let relay = start_relay(&["--db-application-name", &app_name]).await;
 
     // warm the pool
-    let (status, _) = relay.deliver(&status_update(&t.assistant, &new_call_id(), "ringing")).await;
+    let (status, _) = relay.deliver_json(&status_update(&t.assistant, &new_call_id(), "ringing")).await;
     assert_eq!(status, StatusCode::OK);
 
     let killed = count(
@@ -89,7 +89,7 @@ async fn a_killed_connection_is_retried_or_503_and_the_next_delivery_succeeds() 
 
     let call = new_call_id();
     let body = status_update(&t.assistant, &call, "ringing");
-    let (status, json) = relay.deliver(&body).await;
+    let (status, json) = relay.deliver_json(&body).await;
     eprintln!("first delivery after the kill: {status} {json}");
     assert!(
         status == StatusCode::OK || status == StatusCode::SERVICE_UNAVAILABLE,
@@ -99,11 +99,11 @@ async fn a_killed_connection_is_retried_or_503_and_the_next_delivery_succeeds() 
         assert_eq!(json["message"], "temporarily unavailable, retry");
     }
     // the redelivery succeeds, and applies the call exactly once
-    let (status, json) = relay.deliver(&body).await;
+    let (status, json) = relay.deliver_json(&body).await;
     assert_eq!(status, StatusCode::OK, "{json}");
     assert_eq!(calls(&db, &call).await, 1);
 
-    let (status, _) = relay.deliver(&status_update(&t.assistant, &new_call_id(), "ringing")).await;
+    let (status, _) = relay.deliver_json(&status_update(&t.assistant, &new_call_id(), "ringing")).await;
     assert_eq!(status, StatusCode::OK);
 }
 
@@ -142,14 +142,14 @@ async fn a_connection_killed_mid_statement_is_retried_transparently() {
     let db = db().await;
     let t = tenant(&db).await;
     let app_name = format!("voxanne-relay-test-{}", uuid::Uuid::new_v4().simple());
-    let relay = Relay::start(&["--db-application-name", &app_name]).await;
+    let relay = start_relay(&["--db-application-name", &app_name]).await;
     let mut locker = common::db().await;
     let tx = block_calls_of(&mut locker, &t).await;
 
     let call = new_call_id();
     let in_flight = {
         let (http, url, body) =
-            (relay.http.clone(), relay.url("/vapi/webhook"), status_update(&t.assistant, &call, "ringing"));
+            (relay.http.clone(), relay.webhook_url(), status_update(&t.assistant, &call, "ringing"));
         tokio::spawn(async move {
             let response = http.post(url).header("x-vapi-secret", SECRET).body(body).send().await.unwrap();
             answer(response).await
@@ -186,13 +186,13 @@ async fn a_connection_killed_mid_statement_is_retried_transparently() {
 async fn statement_timeout_bounds_a_blocked_statement() {
     let db = db().await;
     let t = tenant(&db).await;
-    let relay = Relay::start(&["--statement-timeout", "300ms"]).await;
+    let relay = start_relay(&["--statement-timeout", "300ms"]).await;
     let mut locker = common::db().await;
     let tx = block_calls_of(&mut locker, &t).await;
 
     let call = new_call_id();
     let started = Instant::now();
-    let (status, json) = relay.deliver(&status_update(&t.assistant, &call, "ringing")).await;
+    let (status, json) = relay.deliver_json(&status_update(&t.assistant, &call, "ringing")).await;
     let elapsed = started.elapsed();
     tx.rollback().await.unwrap();
 
@@ -208,7 +208,7 @@ async fn shutdown_finishes_requests_in_flight_then_closes_the_pool() {
     let db = db().await;
     let t = tenant(&db).await;
     let app_name = format!("voxanne-relay-test-{}", uuid::Uuid::new_v4().simple());
-    let mut relay = Relay::start(&["--db-application-name", &app_name]).await;
+    let mut relay = start_relay(&["--db-application-name", &app_name]).await;
     let mut locker = common::db().await;
     let tx = block_calls_of(&mut locker, &t).await;
 
@@ -216,7 +216,7 @@ async fn shutdown_finishes_requests_in_flight_then_closes_the_pool() {
     let body = status_update(&t.assistant, &call, "ringing");
     let in_flight = {
         let http = relay.http.clone();
-        let url = relay.url("/vapi/webhook");
+        let url = relay.webhook_url();
         tokio::spawn(async move {
             http.post(url)
                 .header("x-vapi-secret", SECRET)
@@ -260,13 +260,13 @@ async fn shutdown_finishes_requests_in_flight_then_closes_the_pool() {
 async fn the_request_timeout_answers_503_so_the_sender_retries() {
     let db = db().await;
     let t = tenant(&db).await;
-    let relay = Relay::start(&["--request-timeout", "400ms"]).await;
+    let relay = start_relay(&["--request-timeout", "400ms"]).await;
     let mut locker = common::db().await;
     let tx = block_calls_of(&mut locker, &t).await;
 
     let call = new_call_id();
     let started = Instant::now();
-    let (status, json) = relay.deliver(&status_update(&t.assistant, &call, "ringing")).await;
+    let (status, json) = relay.deliver_json(&status_update(&t.assistant, &call, "ringing")).await;
     let elapsed = started.elapsed();
     tx.rollback().await.unwrap();
 

@@ -4,8 +4,57 @@ mod common;
 
 use common::*;
 use reqwest::StatusCode;
-use serde_json::Value;
+use serde_json::{json, Value};
+use voxanne_relay::testing::{config, HMAC_KEY};
 use voxanne_relay::verify::{sign, unix_now};
+
+/// Rows in voxanne.outbox for an org.
+async fn outbox(db: &tokio_postgres::Client, org: &str) -> i64 {
+    count(db, "SELECT count(*) FROM voxanne.outbox WHERE org_id = $1::text::uuid", &[&org]).await
+}
+
+/// Rows in voxanne.rejected_events holding exactly this body.
+async fn rejected(db: &tokio_postgres::Client, body: &str) -> i64 {
+    count(db, "SELECT count(*) FROM voxanne.rejected_events WHERE body = $1", &[&body]).await
+}
+
+fn transcript(assistant: &str, call_id: &str, text: &str) -> String {
+    json!({ "message": {
+        "type": "transcript",
+        "role": "user",
+        "transcriptType": "final",
+        "transcript": text,
+        "timestamp": 1_732_540_001_000_i64,
+        "call": call(assistant, call_id),
+    }})
+    .to_string()
+}
+
+fn end_of_call_report(assistant: &str, call_id: &str) -> String {
+    json!({ "message": {
+        "type": "end-of-call-report",
+        "endedReason": "customer-ended-call",
+        "startedAt": "2026-11-25T10:00:00Z",
+        "endedAt": "2026-11-25T10:01:00Z",
+        "cost": 0.12,
+        "analysis": { "summary": "The caller asked about opening hours." },
+        "artifact": { "transcript": "AI: Hello\nUser: hello", "recordingUrl": "https://recordings.example/r.wav" },
+        "timestamp": 1_732_540_060_000_i64,
+        "call": call(assistant, call_id),
+    }})
+    .to_string()
+}
+
+fn message_of_type(kind: &str, assistant: &str, call_id: &str) -> String {
+    json!({ "message": {
+        "type": kind,
+        "status": "started",
+        "role": "user",
+        "timestamp": 1_732_540_000_500_i64,
+        "call": call(assistant, call_id),
+    }})
+    .to_string()
+}
 
 /// Nothing of this delivery reached the database.
 async fn assert_nothing_written(db: &tokio_postgres::Client, t: &Tenant, call: &str, body: &str) {
@@ -24,7 +73,7 @@ async fn assert_nothing_written(db: &tokio_postgres::Client, t: &Tenant, call: &
 async fn missing_secret_is_401_and_writes_nothing() {
     let db = db().await;
     let t = tenant(&db).await;
-    let relay = Relay::start(&[]).await;
+    let relay = start_relay(&[]).await;
     let call = new_call_id();
     let body = status_update(&t.assistant, &call, "ringing");
 
@@ -38,7 +87,7 @@ async fn missing_secret_is_401_and_writes_nothing() {
 async fn wrong_secret_is_401_and_writes_nothing() {
     let db = db().await;
     let t = tenant(&db).await;
-    let relay = Relay::start(&[]).await;
+    let relay = start_relay(&[]).await;
     let call = new_call_id();
     let body = status_update(&t.assistant, &call, "ringing");
 
@@ -54,7 +103,7 @@ async fn wrong_secret_is_401_and_writes_nothing() {
 async fn bad_hmac_is_401_and_writes_nothing() {
     let db = db().await;
     let t = tenant(&db).await;
-    let relay = Relay::start(&["--hmac-secrets", HMAC_KEY]).await;
+    let relay = start_relay(&["--hmac-secrets", HMAC_KEY]).await;
     let call = new_call_id();
     let body = status_update(&t.assistant, &call, "ringing");
     let ts = unix_now().to_string();
@@ -78,7 +127,7 @@ async fn bad_hmac_is_401_and_writes_nothing() {
 async fn stale_or_future_timestamp_is_401_and_writes_nothing() {
     let db = db().await;
     let t = tenant(&db).await;
-    let relay = Relay::start(&["--hmac-secrets", HMAC_KEY]).await;
+    let relay = start_relay(&["--hmac-secrets", HMAC_KEY]).await;
     let call = new_call_id();
     let body = status_update(&t.assistant, &call, "ringing");
 
@@ -102,7 +151,7 @@ async fn stale_or_future_timestamp_is_401_and_writes_nothing() {
 async fn valid_hmac_signature_is_applied() {
     let db = db().await;
     let t = tenant(&db).await;
-    let relay = Relay::start(&["--hmac-secrets", HMAC_KEY]).await;
+    let relay = start_relay(&["--hmac-secrets", HMAC_KEY]).await;
     let call = new_call_id();
     let body = status_update(&t.assistant, &call, "ringing");
     let ts = unix_now().to_string();
@@ -119,7 +168,7 @@ async fn valid_hmac_signature_is_applied() {
 async fn secret_rotation_accepts_old_and_new_secret() {
     let db = db().await;
     let t = tenant(&db).await;
-    let relay = Relay::start(&["--webhook-secrets", "rotating-old,rotating-new"]).await;
+    let relay = start_relay(&["--webhook-secrets", "rotating-old,rotating-new"]).await;
 
     for secret in ["rotating-old", "rotating-new"] {
         let call = new_call_id();
@@ -139,7 +188,7 @@ async fn secret_rotation_accepts_old_and_new_secret() {
 async fn oversized_body_is_413_and_writes_nothing() {
     let db = db().await;
     let t = tenant(&db).await;
-    let relay = Relay::start(&[]).await;
+    let relay = start_relay(&[]).await;
     let call = new_call_id();
     // a valid message padded past the 1 MiB default
     let mut message: Value = serde_json::from_str(&status_update(&t.assistant, &call, "ringing")).unwrap();
@@ -154,7 +203,7 @@ async fn oversized_body_is_413_and_writes_nothing() {
     // just under the limit is fine
     let mut message: Value = serde_json::from_str(&status_update(&t.assistant, &call, "ringing")).unwrap();
     message["message"]["padding"] = Value::String("x".repeat(1024 * 1000));
-    let (status, json) = relay.deliver(&message.to_string()).await;
+    let (status, json) = relay.deliver_json(&message.to_string()).await;
     assert_eq!(status, StatusCode::OK, "{json}");
 }
 
@@ -162,13 +211,13 @@ async fn oversized_body_is_413_and_writes_nothing() {
 async fn malformed_json_is_400_and_writes_nothing() {
     let db = db().await;
     let t = tenant(&db).await;
-    let relay = Relay::start(&[]).await;
+    let relay = start_relay(&[]).await;
     let call = new_call_id();
     let valid = status_update(&t.assistant, &call, "ringing");
     let truncated = valid[..valid.len() - 2].to_string();
 
     for body in [truncated.as_str(), "not json", "", "{\"message\": {}} trailing"] {
-        let (status, json) = relay.deliver(body).await;
+        let (status, json) = relay.deliver_json(body).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body:?}");
         assert!(json["message"].as_str().unwrap().contains("JSON"), "{json}");
     }
@@ -180,12 +229,12 @@ async fn malformed_json_is_400_and_writes_nothing() {
 #[tokio::test]
 async fn unknown_assistant_is_422_and_stored_once() {
     let db = db().await;
-    let relay = Relay::start(&[]).await;
+    let relay = start_relay(&[]).await;
     let assistant = format!("asst_unknown_{}", uuid::Uuid::new_v4().simple());
     let call = new_call_id();
     let body = status_update(&assistant, &call, "ringing");
 
-    let (status, json) = relay.deliver(&body).await;
+    let (status, json) = relay.deliver_json(&body).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{json}");
     assert_eq!(json["code"], "42704");
     assert!(json["message"].as_str().unwrap().contains(&assistant), "{json}");
@@ -200,10 +249,10 @@ async fn unknown_assistant_is_422_and_stored_once() {
 #[tokio::test]
 async fn data_exceptions_are_422_and_stored() {
     let db = db().await;
-    let relay = Relay::start(&[]).await;
+    let relay = start_relay(&[]).await;
     // valid JSON, wrong shape: class 22 from the database
     let body = format!("{{\"message\": \"not an object {}\"}}", uuid::Uuid::new_v4());
-    let (status, json) = relay.deliver(&body).await;
+    let (status, json) = relay.deliver_json(&body).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{json}");
     assert!(json["code"].as_str().unwrap().starts_with("22"), "{json}");
     assert_eq!(rejected(&db, &body).await, 1);
@@ -213,18 +262,18 @@ async fn data_exceptions_are_422_and_stored() {
 async fn duplicate_delivery_has_one_effect() {
     let db = db().await;
     let t = tenant(&db).await;
-    let relay = Relay::start(&[]).await;
+    let relay = start_relay(&[]).await;
     let call = new_call_id();
     let body = status_update(&t.assistant, &call, "ringing");
 
-    let (status, first) = relay.deliver(&body).await;
+    let (status, first) = relay.deliver_json(&body).await;
     assert_eq!(status, StatusCode::OK, "{first}");
     assert_eq!(first["applied"], true);
     assert_eq!(first["outcome"], "applied");
     assert_eq!(first["message_type"], "status-update");
     assert_eq!(first["vapi_call_id"], call.as_str());
 
-    let (status, second) = relay.deliver(&body).await;
+    let (status, second) = relay.deliver_json(&body).await;
     assert_eq!(status, StatusCode::OK, "{second}");
     assert_eq!(second["applied"], false);
     assert_eq!(second["outcome"], "duplicate");
@@ -238,10 +287,10 @@ async fn duplicate_delivery_has_one_effect() {
 async fn unknown_message_types_are_200_ignored() {
     let db = db().await;
     let t = tenant(&db).await;
-    let relay = Relay::start(&[]).await;
+    let relay = start_relay(&[]).await;
     for kind in ["speech-update", "some-future-type"] {
         let call = new_call_id();
-        let (status, json) = relay.deliver(&message_of_type(kind, &t.assistant, &call)).await;
+        let (status, json) = relay.deliver_json(&message_of_type(kind, &t.assistant, &call)).await;
         assert_eq!(status, StatusCode::OK, "{json}");
         assert_eq!(json["applied"], false, "{json}");
         assert_eq!(json["ignored"], kind, "{json}");
@@ -254,7 +303,7 @@ async fn unknown_message_types_are_200_ignored() {
 async fn a_call_lifecycle_is_applied_in_order() {
     let db = db().await;
     let t = tenant(&db).await;
-    let relay = Relay::start(&[]).await;
+    let relay = start_relay(&[]).await;
     let call = new_call_id();
 
     for body in [
@@ -263,7 +312,7 @@ async fn a_call_lifecycle_is_applied_in_order() {
         transcript(&t.assistant, &call, "hello"),
         end_of_call_report(&t.assistant, &call),
     ] {
-        let (status, json) = relay.deliver(&body).await;
+        let (status, json) = relay.deliver_json(&body).await;
         assert_eq!(status, StatusCode::OK, "{json}");
         assert_eq!(json["applied"], true, "{json}");
     }
@@ -286,17 +335,17 @@ async fn a_call_lifecycle_is_applied_in_order() {
 async fn works_as_the_voxanne_relay_login_role() {
     let db = db().await;
     let t = tenant(&db).await;
-    let mut config = config(&[]);
+    let mut config = config(&database_url(), &[]);
     config.database_url.user("voxanne_relay");
     let relay = Relay::start_with(config).await;
 
     let call = new_call_id();
-    let (status, json) = relay.deliver(&status_update(&t.assistant, &call, "ringing")).await;
+    let (status, json) = relay.deliver_json(&status_update(&t.assistant, &call, "ringing")).await;
     assert_eq!(status, StatusCode::OK, "{json}");
     assert_eq!(calls(&db, &call).await, 1);
 
     let unknown = status_update(&format!("asst_{}", uuid::Uuid::new_v4().simple()), &new_call_id(), "ringing");
-    let (status, json) = relay.deliver(&unknown).await;
+    let (status, json) = relay.deliver_json(&unknown).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{json}");
     assert_eq!(rejected(&db, &unknown).await, 1);
 
