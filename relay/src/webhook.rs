@@ -32,9 +32,6 @@ pub struct Labels {
 /// Longest message type or call id recorded in the request span, in bytes.
 const LOGGED_ID_MAX: usize = 128;
 
-/// `voxanne.record_rejected_event`'s limit on `p_message` (64 KiB, README "Input limits").
-const REJECTED_MESSAGE_MAX: usize = 64 * 1024;
-
 /// `s` cut to at most `max` bytes, at a char boundary.
 fn clip(s: &str, max: usize) -> &str {
     &s[..s.floor_char_boundary(max)]
@@ -148,13 +145,11 @@ async fn deliver(state: &AppState, text: &str) -> Result<Value, RelayError> {
 }
 
 /// Stores a body the database refused, and answers it `Rejected` (422). Storing must never
-/// fail as "bad input": that would answer 422 (do not retry) for a body that was not kept. The
-/// database's message is clipped to the function's `p_message` limit (a wrong-shape error can
-/// echo a whole field), and any permanent failure of the store itself is answered 500, so the
-/// sender comes back.
+/// fail as "bad input": that would answer 422 (do not retry) for a body that was not kept.
+/// `record_rejected_event` clips what it must and refuses no body; any permanent failure of the
+/// store itself is answered 500, so the sender comes back.
 async fn dead_letter(state: &AppState, text: &str, code: String, message: String) -> RelayError {
-    let stored_message = clip(&message, REJECTED_MESSAGE_MAX);
-    match state.db.record_rejected_event(text, &code, stored_message).await {
+    match state.db.record_rejected_event(text, &code, &message).await {
         Ok(id) => {
             tracing::info!(sqlstate = %code, message = %message, rejected_event_id = id, "rejected as bad input; body stored");
             RelayError::Rejected { code, message }
