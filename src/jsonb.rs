@@ -18,7 +18,7 @@ use pgrx::pg_sys::{self, JsonbContainer, JsonbIteratorToken as Token, JsonbValue
 use pgrx::pgrx_sql_entity_graph::metadata::{
     ArgumentError, ReturnsError, ReturnsRef, SqlMappingRef, SqlTranslatable, TypeOrigin,
 };
-use serde::de::{self, DeserializeSeed, Deserializer, IntoDeserializer, MapAccess, SeqAccess, Unexpected, Visitor};
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Unexpected, Visitor};
 use serde::Serialize;
 
 /// A detoasted `jsonb` argument, valid for the function call that received it.
@@ -202,14 +202,6 @@ impl<'de> Deserializer<'de> for Node<'de> {
     serde::forward_to_deserialize_any! {
         bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 char bytes byte_buf unit unit_struct
         newtype_struct seq tuple tuple_struct map struct enum identifier
-    }
-}
-
-impl<'de> IntoDeserializer<'de, Error> for Node<'de> {
-    type Deserializer = Self;
-
-    fn into_deserializer(self) -> Self {
-        self
     }
 }
 
