@@ -8,7 +8,7 @@ use pgrx::prelude::*;
 use crate::error::VoxError;
 use crate::outcome::{Answer, Detail, Effect};
 use crate::plans::Statement;
-use crate::routing::Route;
+use crate::routing::{Route, Routed};
 
 /// The part of a call message that is not its values: who, which call, which event.
 pub struct CallMessage<'a> {
@@ -21,8 +21,10 @@ pub struct CallMessage<'a> {
     pub topic: &'static str,
 }
 
-/// A concurrent duplicate's statement may not see the call (it can have been committed after
-/// the statement's snapshot); a fresh statement does.
+/// A duplicate's statement wrote nothing and may not see the call (a concurrent duplicate's can
+/// have been committed after the statement's snapshot); a fresh statement does. Answering it
+/// from the main statement instead costs every applied message more executor set-up than it
+/// saves on duplicates (docs/ARCHITECTURE.md).
 static CALL_OF_DUPLICATE: Statement =
     Statement::new("SELECT c.id, c.status FROM voxanne.calls AS c WHERE c.org_id = $1 AND c.vapi_call_id = $2");
 
@@ -30,7 +32,7 @@ impl<'a> CallMessage<'a> {
     /// Run `statement` with this message's binds ($1 to $7) followed by `values` ($8 on).
     pub fn apply<const N: usize>(
         self,
-        statement: &'static Statement,
+        statement: &'static Routed,
         values: [DatumWithOid<'a>; N],
     ) -> Result<Answer<'a>, VoxError> {
         let [assistant, phone] = self.route.binds();
@@ -45,7 +47,7 @@ impl<'a> CallMessage<'a> {
         ];
         args.extend(values);
         Spi::connect_mut(|client| {
-            let table = statement.run(client, &args)?;
+            let table = self.route.statement(statement).run(client, &args)?;
             // org_id, marked, call_id, status, outbox_id; no row: no agent for the route
             let Some(row) = table.into_iter().next() else { return Err(self.route.unknown()) };
             let org_id: Uuid = row.get(1)?.ok_or_else(|| self.route.unknown())?;
@@ -57,7 +59,7 @@ impl<'a> CallMessage<'a> {
                 (true, Some(_)) => Effect::Applied,
                 (true, None) => Effect::Stale,
             };
-            if effect == Effect::Duplicate && call_id.is_none() {
+            if effect == Effect::Duplicate {
                 if let Some(row) = CALL_OF_DUPLICATE.run(client, &[org_id.into(), self.vapi_call_id.into()])?.next() {
                     (call_id, status) = (row.get(1)?, row.get(2)?);
                 }

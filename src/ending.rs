@@ -14,12 +14,11 @@ use crate::domain::{
 use crate::error::VoxError;
 use crate::jsonb::JsonbOut;
 use crate::outcome::Answer;
-use crate::plans::Statement;
-use crate::routing::{routed, Route};
+use crate::routing::{routed, Route, Routed};
 
-static BY_REPORT: Statement =
+static BY_REPORT: Routed =
     routed!("call_mark.sql", "end_insert.sql", "end_by_report.sql", "end_returning.sql", "call_announce.sql");
-static BY_STATUS: Statement =
+static BY_STATUS: Routed =
     routed!("call_mark.sql", "end_insert.sql", "end_by_status.sql", "end_returning.sql", "call_announce.sql");
 
 pub struct EndEvent<'a> {

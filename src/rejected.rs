@@ -11,11 +11,10 @@ use serde::Deserialize;
 
 use crate::domain::SUMMARY_MAX;
 use crate::error::{clip_to, VoxError};
-use crate::plans::Statement;
-use crate::routing::routed;
+use crate::routing::{routed, Routed};
 use crate::vapi::wire::{route, Assistant, Call};
 
-static INSERT_REJECTED: Statement = routed!("rejected.sql");
+static INSERT_REJECTED: Routed = routed!("rejected.sql");
 
 /// A SQLSTATE is five characters.
 const SQLSTATE_LEN: usize = 5;
@@ -59,8 +58,9 @@ fn record_rejected_event(
         Some(route) => route.binds(),
         None => [None::<&str>.into(), None::<&str>.into()],
     };
+    let statement = route.map_or(&INSERT_REJECTED.by_assistant, |r| r.statement(&INSERT_REJECTED));
     let id: Option<i64> = Spi::connect_mut(|client| {
-        INSERT_REJECTED.first_value(
+        statement.first_value(
             client,
             &[
                 assistant,

@@ -2,24 +2,39 @@
 //! assistant id; for a message with no assistant id (a squad, a transient assistant), the org
 //! of the active agent of its phone number id. Never a value the sender states.
 //!
-//! The order of the ids is here; the lookup is `sql/queries/route.sql`, the `agent` CTE that
-//! every tenant statement starts with (`routed!`).
+//! The order of the ids is here; the lookup is the `agent` CTE every tenant statement starts
+//! with: `sql/queries/route.sql` (by assistant) or `route_by_phone_number.sql`. Each statement
+//! is kept in both forms (`routed!`), so the common one scans one index and nothing else.
 
 use pgrx::datum::DatumWithOid;
+
+use crate::plans::Statement;
 
 use crate::domain::{optional, required, ID_MAX};
 use crate::error::VoxError;
 
-/// A tenant statement: `sql/queries/route.sql` followed by the files given, in order.
+/// A tenant statement in its two forms: each route file followed by the files given, in order.
 macro_rules! routed {
     ($($file:literal),+) => {
-        $crate::plans::Statement::new(concat!(
-            include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/sql/queries/route.sql")),
-            $(include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/sql/queries/", $file))),+
-        ))
+        $crate::routing::Routed {
+            by_assistant: $crate::plans::Statement::new(concat!(
+                include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/sql/queries/route.sql")),
+                $(include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/sql/queries/", $file))),+
+            )),
+            by_phone_number: $crate::plans::Statement::new(concat!(
+                include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/sql/queries/route_by_phone_number.sql")),
+                $(include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/sql/queries/", $file))),+
+            )),
+        }
     };
 }
 pub(crate) use routed;
+
+/// A tenant statement, kept once per route.
+pub struct Routed {
+    pub by_assistant: Statement,
+    pub by_phone_number: Statement,
+}
 
 /// The id a message is routed by, with the field that carried it.
 #[derive(Debug, Clone, Copy)]
@@ -52,7 +67,15 @@ impl<'a> Route<'a> {
         }
     }
 
-    /// `$1` and `$2` of every tenant statement.
+    /// The form of `statement` for this route.
+    pub fn statement(&self, statement: &'static Routed) -> &'static Statement {
+        match self {
+            Self::Assistant { .. } => &statement.by_assistant,
+            Self::PhoneNumber { .. } => &statement.by_phone_number,
+        }
+    }
+
+    /// `$1` and `$2` of every tenant statement (the one not routed by is NULL).
     pub fn binds(&self) -> [DatumWithOid<'a>; 2] {
         match *self {
             Self::Assistant { id, .. } => [Some(id).into(), None::<&str>.into()],

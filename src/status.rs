@@ -11,10 +11,9 @@ use crate::domain::{defaulted, moment, optional, required, CallStatus, ID_MAX, P
 use crate::error::VoxError;
 use crate::jsonb::JsonbOut;
 use crate::outcome::Answer;
-use crate::plans::Statement;
-use crate::routing::{routed, Route};
+use crate::routing::{routed, Route, Routed};
 
-static STATUS: Statement = routed!("call_mark.sql", "status.sql", "call_announce.sql");
+static STATUS: Routed = routed!("call_mark.sql", "status.sql", "call_announce.sql");
 
 pub struct StatusEvent<'a> {
     pub vapi_call_id: &'a str,

@@ -11,10 +11,9 @@ use crate::domain::{defaulted, moment, required, Role, TranscriptType, ID_MAX, L
 use crate::error::VoxError;
 use crate::jsonb::JsonbOut;
 use crate::outcome::{Answer, Detail, Effect};
-use crate::plans::Statement;
-use crate::routing::{routed, Route};
+use crate::routing::{routed, Route, Routed};
 
-static LINE: Statement = routed!("transcript.sql");
+static LINE: Routed = routed!("transcript.sql");
 
 /// How often the statement is re-run when the call row was committed by a concurrent session
 /// after the statement's snapshot. Once is enough in READ COMMITTED; the rest is headroom.
@@ -71,7 +70,7 @@ impl<'a> LineEvent<'a> {
         ];
         Spi::connect_mut(|client| {
             for _ in 0..SNAPSHOT_RETRIES {
-                let table = LINE.run(client, &args)?;
+                let table = self.route.statement(&LINE).run(client, &args)?;
                 // org_id, call_id, outbox_id; no row: no agent for the route
                 let Some(row) = table.into_iter().next() else { return Err(self.route.unknown()) };
                 let (org_id, call_id, outbox_id): (Option<pgrx::datum::Uuid>, Option<i64>, Option<i64>) =

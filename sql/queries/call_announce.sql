@@ -6,17 +6,10 @@ outbox AS (
     SELECT call.org_id, $6, call.payload FROM call WHERE call.advanced
     RETURNING o.id, CASE WHEN $7 THEN pg_catalog.pg_notify('voxanne_outbox', pg_catalog.json_build_object(
         'org_id', o.org_id, 'id', o.id, 'topic', o.topic)::text) IS NOT NULL END AS notified
-),
--- A duplicate writes nothing but still answers with the call, if this snapshot sees it.
-known AS (
-    SELECT c.id, c.status
-    FROM voxanne.calls AS c JOIN agent ON c.org_id = agent.org_id
-    WHERE c.vapi_call_id = $3 AND NOT EXISTS (SELECT FROM mark)
 )
-SELECT agent.org_id, mark.org_id IS NOT NULL AS marked, COALESCE(call.id, known.id) AS call_id,
-       COALESCE(call.status, known.status) AS status, outbox.id AS outbox_id
+SELECT agent.org_id, mark.org_id IS NOT NULL AS marked, call.id AS call_id, call.status,
+       outbox.id AS outbox_id
 FROM agent
 LEFT JOIN mark ON true
 LEFT JOIN call ON true
 LEFT JOIN outbox ON true
-LEFT JOIN known ON true
