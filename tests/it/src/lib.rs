@@ -23,6 +23,7 @@ pub use tokio_postgres;
 pub mod cluster;
 pub mod figures;
 pub mod fuzz;
+pub mod model;
 pub mod relay;
 pub mod vapi;
 

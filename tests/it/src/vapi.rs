@@ -97,15 +97,51 @@ pub fn iso(ms: i64) -> String {
     format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z", sod / 3600, (sod % 3600) / 60, sod % 60)
 }
 
+/// What every workload message says of its call besides its ids.
+pub const CUSTOMER_NUMBER: &str = "+15551230001";
+pub const CALL_TYPE: &str = "inboundPhoneCall";
+pub const PHONE_NUMBER_ID: &str = "pn_it";
+/// The `endedReason` of the workload's status `ended`.
+pub const STATUS_ENDED_REASON: &str = "status-ended-reason";
+
 fn call_object(assistant: &str, call: &str) -> Value {
     json!({
         "id": call,
         "orgId": "vapi-org-it",
         "assistantId": assistant,
-        "type": "inboundPhoneCall",
-        "phoneNumberId": "pn_it",
-        "customer": { "number": "+15551230001" },
+        "type": CALL_TYPE,
+        "phoneNumberId": PHONE_NUMBER_ID,
+        "customer": { "number": CUSTOMER_NUMBER },
     })
+}
+
+/// What the workload's end-of-call report of a call sends (report_body builds the body from it,
+/// the model reads it): no `durationSeconds`, so the duration is derived from the timestamps.
+#[derive(Debug, Clone)]
+pub struct ReportFields {
+    pub ended_reason: &'static str,
+    pub started_at_ms: i64,
+    pub ended_at_ms: i64,
+    pub cost: f64,
+    pub summary: String,
+    pub transcript: String,
+    pub recording_url: String,
+    pub timestamp_ms: i64,
+}
+
+impl ReportFields {
+    pub fn of(call: &str, start_ms: i64) -> Self {
+        Self {
+            ended_reason: "customer-ended-call",
+            started_at_ms: start_ms + 1_000,
+            ended_at_ms: start_ms + 61_500,
+            cost: 0.1234,
+            summary: format!("summary of {call}"),
+            transcript: format!("AI: Hello\nUser: this is {call}"),
+            recording_url: format!("https://recordings.example.com/{call}.wav"),
+            timestamp_ms: start_ms + 62_000,
+        }
+    }
 }
 
 pub fn status_body(assistant: &str, call: &str, status: &str, at_ms: i64) -> String {
@@ -128,16 +164,16 @@ pub fn transcript_body(assistant: &str, call: &str, role: &str, text: &str, at_m
 }
 
 pub fn report_body(assistant: &str, call: &str, start_ms: i64) -> String {
+    let r = ReportFields::of(call, start_ms);
     json!({"message": {
         "type": "end-of-call-report",
-        "endedReason": "customer-ended-call",
-        "startedAt": iso(start_ms + 1_000),
-        "endedAt": iso(start_ms + 61_500),
-        "cost": 0.1234,
-        "analysis": {"summary": format!("summary of {call}")},
-        "artifact": {"transcript": format!("AI: Hello\nUser: this is {call}"),
-                     "recordingUrl": format!("https://recordings.example.com/{call}.wav")},
-        "timestamp": start_ms + 62_000,
+        "endedReason": r.ended_reason,
+        "startedAt": iso(r.started_at_ms),
+        "endedAt": iso(r.ended_at_ms),
+        "cost": r.cost,
+        "analysis": {"summary": r.summary},
+        "artifact": {"transcript": r.transcript, "recordingUrl": r.recording_url},
+        "timestamp": r.timestamp_ms,
         "call": call_object(assistant, call),
     }})
     .to_string()
@@ -181,7 +217,7 @@ impl Message {
     pub fn body(&self, assistant: &str) -> String {
         match &self.kind {
             Kind::Status(s) => status_body(assistant, &self.call, s, self.at_ms),
-            Kind::StatusEnded => status_ended_body(assistant, &self.call, "status-ended-reason", self.at_ms),
+            Kind::StatusEnded => status_ended_body(assistant, &self.call, STATUS_ENDED_REASON, self.at_ms),
             Kind::Transcript { role, text } => transcript_body(assistant, &self.call, role, text, self.at_ms),
             Kind::Report => report_body(assistant, &self.call, self.start_ms),
             Kind::Ignored => ignored_body(assistant, &self.call, self.at_ms),
@@ -767,8 +803,8 @@ pub fn state_diff(got: &BTreeMap<String, Value>, want: &BTreeMap<String, Value>,
                     .collect();
                 out.push(format!("call {k}: {}", fields.join("; ")));
             }
-            (Some(_), None) => out.push(format!("call {k}: present, absent in the serial delivery")),
-            (None, Some(_)) => out.push(format!("call {k}: missing, present in the serial delivery")),
+            (Some(_), None) => out.push(format!("call {k}: present, absent in the reference")),
+            (None, Some(_)) => out.push(format!("call {k}: missing, present in the reference")),
             (None, None) => unreachable!(),
         }
         if out.len() >= max {

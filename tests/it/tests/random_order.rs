@@ -15,6 +15,7 @@
 
 use voxanne_it::figures::{scale, seed, Figures, Rng};
 use voxanne_it::relay::{Relay, SECRET};
+use voxanne_it::model;
 use voxanne_it::vapi::{self, Senders, Transport};
 use voxanne_it::*;
 
@@ -95,6 +96,12 @@ async fn race_against_serial(via: Via, name: &'static str, seed_default: u64) {
     // exactly once, no partial rows
     let verdicts = vapi::verify(&db, std::slice::from_ref(&raced), &messages, &|_| true).await;
     verdicts.record(&mut figures);
+    // what the documented rules say, field by field, and the answers against the tables both
+    // ways: no crash here, so every message was answered applied or stale exactly once
+    for d in model::compare(&db, std::slice::from_ref(&raced), &messages, 10).await {
+        figures.violation("errors", d);
+    }
+    model::two_way(&db, 0, raced.id, &messages, &senders, true).await.record(&mut figures);
 
     // the same state as serial delivery
     let ordered: Vec<&vapi::Message> = messages.iter().collect();

@@ -137,6 +137,9 @@ async fn verify_storms(db: &tokio_postgres::Client, org: &Org, messages: &[Messa
     let verdicts = vapi::verify(db, std::slice::from_ref(org), messages, &|_| true).await;
     verdicts.record(figures);
     figures.checks += messages.len() as u64;
+    for d in voxanne_it::model::compare(db, std::slice::from_ref(org), messages, 10).await {
+        figures.violation("errors", d);
+    }
     let outbox = count_org_rows(db, "outbox", org).await;
     let applied_effects = messages.len() as i64; // every distinct message advanced its call once
     if outbox != applied_effects {
