@@ -28,7 +28,7 @@ BEGIN
 END
 $$;
 
--- The next messages after the consumer's acknowledged position, in commit order. Only rows of
+-- The next messages after the consumer's acknowledged position, in (xid, id) order. Only rows of
 -- transactions older than the oldest one still running are returned: a transaction that took
 -- its ids earlier but commits later is waited for, never skipped. Reading registers the
 -- consumer, so purge_outbox keeps what it has not acknowledged.

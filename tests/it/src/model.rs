@@ -214,7 +214,14 @@ async fn status_events(db: &Client, org: Uuid) -> BTreeMap<String, Vec<String>> 
 ///   with `exact` (no answer can have been lost: no crash), one of its deliveries must have
 ///   been answered `applied` or `stale`, or the duplicate answer hides a missing effect;
 /// - with `exact`, every `call.status` row was announced to exactly one delivery as `applied`.
-pub async fn two_way(db: &Client, o: usize, org: Uuid, messages: &[Message], senders: &Senders, exact: bool) -> Verdicts {
+pub async fn two_way(
+    db: &Client,
+    o: usize,
+    org: Uuid,
+    messages: &[Message],
+    senders: &Senders,
+    exact: bool,
+) -> Verdicts {
     let mut v = Verdicts::default();
     let observed = observed(db, org).await;
     let status_rows = status_events(db, org).await;
@@ -246,7 +253,9 @@ pub async fn two_way(db: &Client, o: usize, org: Uuid, messages: &[Message], sen
                 Kind::Report => call.is_some_and(|c| c["ended_events"].as_array().is_some_and(|e| e.len() == 1)),
                 Kind::Transcript { role, text } => {
                     let hash = content_hash(&m.call, role, "final", m.at_ms, text);
-                    call.is_some_and(|c| c["transcript_events"].as_array().is_some_and(|e| e.iter().any(|x| x[0] == hash)))
+                    call.is_some_and(|c| {
+                        c["transcript_events"].as_array().is_some_and(|e| e.iter().any(|x| x[0] == hash))
+                    })
                 }
                 Kind::Ignored => false,
             }
@@ -258,11 +267,28 @@ pub async fn two_way(db: &Client, o: usize, org: Uuid, messages: &[Message], sen
             }
             _ => {
                 let event = m.ledger_event().unwrap();
-                c["ledger"].as_array().is_some_and(|l| l.iter().any(|x| x.as_str().is_some_and(|x| x.starts_with(&format!("{event}/")))))
+                c["ledger"]
+                    .as_array()
+                    .is_some_and(|l| l.iter().any(|x| x.as_str().is_some_and(|x| x.starts_with(&format!("{event}/")))))
             }
         });
         if applied > 0 && !announced() {
             v.lost.push(format!("org {o}: {} answered applied, its outbox row is missing", m.label()));
+        }
+        // stale means behind the call: the answer shows the call's status after the message,
+        // which must be further on than the message's own
+        let behind = |s: &str| {
+            told.iter()
+                .filter(|a| a["outcome"] == "stale")
+                .all(|a| a["status"].as_str().is_some_and(|shown| rank(shown) > rank(s)))
+        };
+        if let Kind::Status(s) = &m.kind {
+            if stale > 0 && !behind(s) {
+                v.lost.push(format!(
+                    "org {o}: {} answered stale, but the call was not past it: its announcement is missing",
+                    m.label()
+                ));
+            }
         }
         if applied == 0 && stale > 0 && matches!(m.kind, Kind::Status(_) | Kind::StatusEnded) && announced() {
             // a later delivery cannot announce what the first one marked stale

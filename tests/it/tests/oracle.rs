@@ -23,10 +23,7 @@ async fn the_transcript_hash_is_the_documented_framing_of_a_known_vector() {
     let answer: serde_json::Value = db.query_one(HANDLE_VAPI_MESSAGE, &[&body]).await.unwrap().get(0);
     assert_eq!(answer["content_hash"], KNOWN_HASH);
     let stored: String = db
-        .query_one(
-            "SELECT encode(content_hash, 'hex') FROM voxanne.call_transcripts WHERE org_id = $1",
-            &[&org.id],
-        )
+        .query_one("SELECT encode(content_hash, 'hex') FROM voxanne.call_transcripts WHERE org_id = $1", &[&org.id])
         .await
         .unwrap()
         .get(0);

@@ -14,8 +14,8 @@
 //! CI: 150 calls per transport; VOXANNE_LONG=1: 2000.
 
 use voxanne_it::figures::{scale, seed, Figures, Rng};
-use voxanne_it::relay::{Relay, SECRET};
 use voxanne_it::model;
+use voxanne_it::relay::{Relay, SECRET};
 use voxanne_it::vapi::{self, Senders, Transport};
 use voxanne_it::*;
 
