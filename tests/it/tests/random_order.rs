@@ -3,15 +3,19 @@
 //! tests/concurrent_lifecycle.rs fires the five messages of one call at once from fixed
 //! clients. Here every call has its whole script (ringing, in-progress, an ignored
 //! speech-update, two transcript lines, status ended, end-of-call report), each message is
-//! delivered one to three times, and the slots of two calls at a time are shuffled (seeded)
-//! over 16 concurrent senders, so the messages of a call race each other in a different order
-//! every time — straight to `handle_vapi_message`, and through the relay. The same messages are
-//! then delivered once each, in order, to a second org: both orgs must end in exactly the same
+//! delivered one to three times, and the slots of the k-th call of each of three orgs are
+//! shuffled together (seeded) over 16 concurrent senders, so the messages of a call race each
+//! other, and other orgs' calls, in a different order every time — straight to
+//! `handle_vapi_message`, and through the relay. The same messages are then delivered once each,
+//! in order, to a twin of each org: every org and its twin must end in exactly the same
 //! state (every column of every call, lines, ledger, call.ended / call.transcript payloads),
 //! and no sender may see an error: a deadlock or serialization failure reaching a SQL client,
 //! or a 5xx from the relay, fails the test (the relay's own retries are counted).
 //!
-//! CI: 150 calls per transport; VOXANNE_LONG=1: 2000.
+//! The final state is also compared with the independent model (voxanne_it::model), and the
+//! senders' answers with the tables both ways.
+//!
+//! CI: 3 x 50 calls per transport; VOXANNE_LONG=1: 3 x 700.
 
 use voxanne_it::figures::{scale, seed, Figures, Rng};
 use voxanne_it::model;
@@ -20,6 +24,8 @@ use voxanne_it::vapi::{self, Senders, Transport};
 use voxanne_it::*;
 
 const SENDERS: usize = 16;
+/// Orgs racing at once, so a message routed to the wrong org shows as a leak.
+const ORGS: usize = 3;
 
 enum Via {
     Sql,
@@ -27,25 +33,31 @@ enum Via {
 }
 
 async fn race_against_serial(via: Via, name: &'static str, seed_default: u64) {
-    let calls = scale(150, 2000);
+    let calls_per_org = scale(50, 700);
     let mut figures = Figures::new(name);
     let mut rng = Rng::new(seed(seed_default));
     let db = connect().await;
-    let raced = Org::create(&db).await;
-    let serial = Org::create(&db).await;
+    let mut raced = Vec::new();
+    for _ in 0..ORGS {
+        raced.push(Org::create(&db).await);
+    }
 
-    let messages = vapi::workload(1, calls, "race");
-    // slots: each message 1-3 times; shuffled within windows of two calls
-    let per_call = messages.len() / calls;
+    let messages = vapi::workload(ORGS, calls_per_org, "race");
+    // slots: each message 1-3 times; the k-th call of every org shuffled together, so calls of
+    // different orgs race each other as well as their own messages
+    let per_call = messages.len() / (ORGS * calls_per_org);
     let mut slots = Vec::new();
-    for window in (0..messages.len()).collect::<Vec<_>>().chunks(per_call * 2) {
+    for k in 0..calls_per_org {
         let mut w = Vec::new();
-        for &i in window {
-            w.push(i);
-            if rng.chance(0.5) {
+        for o in 0..ORGS {
+            let first = (o * calls_per_org + k) * per_call;
+            for i in first..first + per_call {
                 w.push(i);
                 if rng.chance(0.5) {
                     w.push(i);
+                    if rng.chance(0.5) {
+                        w.push(i);
+                    }
                 }
             }
         }
@@ -55,7 +67,7 @@ async fn race_against_serial(via: Via, name: &'static str, seed_default: u64) {
     figures.delivered = slots.len() as u64;
     figures.duplicates = (slots.len() - messages.len()) as u64;
 
-    let bodies: Vec<String> = messages.iter().map(|m| m.body(&raced.assistant_id)).collect();
+    let bodies: Vec<String> = messages.iter().map(|m| m.body(&raced[m.org].assistant_id)).collect();
     let senders = Senders::new(bodies, slots);
     let url = std::env::var("VOXANNE_DATABASE_URL").expect("VOXANNE_DATABASE_URL");
     let relay = match via {
@@ -93,27 +105,33 @@ async fn race_against_serial(via: Via, name: &'static str, seed_default: u64) {
     for d in doubled {
         figures.violation("doubled", d);
     }
-    // exactly once, no partial rows
-    let verdicts = vapi::verify(&db, std::slice::from_ref(&raced), &messages, &|_| true).await;
+    // exactly once, no partial rows, no org holding another's call
+    let verdicts = vapi::verify(&db, &raced, &messages, &|_| true).await;
     verdicts.record(&mut figures);
     // what the documented rules say, field by field, and the answers against the tables both
     // ways: no crash here, so every message was answered applied or stale exactly once
-    for d in model::compare(&db, std::slice::from_ref(&raced), &messages, 10).await {
+    for d in model::compare(&db, &raced, &messages, 10).await {
         figures.violation("errors", d);
     }
-    model::two_way(&db, 0, raced.id, &messages, &senders, true).await.record(&mut figures);
-
-    // the same state as serial delivery
-    let ordered: Vec<&vapi::Message> = messages.iter().collect();
-    vapi::deliver_serially(&db, &serial.assistant_id, &ordered).await;
-    let got = vapi::org_state(&db, raced.id).await;
-    let want = vapi::org_state(&db, serial.id).await;
-    assert_eq!(want.len(), calls, "the serial reference has every call");
-    figures.checks += calls as u64;
-    for d in vapi::state_diff(&got, &want, 10) {
-        figures.violation("errors", format!("differs from serial delivery: {d}"));
+    for (o, org) in raced.iter().enumerate() {
+        model::two_way(&db, o, org.id, &messages, &senders, true).await.record(&mut figures);
     }
-    figures.note("calls", calls as u64);
+
+    // the same state as serial delivery, org by org
+    for (o, org) in raced.iter().enumerate() {
+        let serial = Org::create(&db).await;
+        let ordered: Vec<&vapi::Message> = messages.iter().filter(|m| m.org == o).collect();
+        vapi::deliver_serially(&db, &serial.assistant_id, &ordered).await;
+        let got = vapi::org_state(&db, org.id).await;
+        let want = vapi::org_state(&db, serial.id).await;
+        assert_eq!(want.len(), calls_per_org, "the serial reference has every call");
+        figures.checks += calls_per_org as u64;
+        for d in vapi::state_diff(&got, &want, 10) {
+            figures.violation("errors", format!("org {o} differs from serial delivery: {d}"));
+        }
+    }
+    figures.note("calls", (ORGS * calls_per_org) as u64);
+    figures.note("orgs", ORGS as u64);
     figures.note("senders", SENDERS as u64);
     if let Some(r) = relay {
         r.stop().await;
