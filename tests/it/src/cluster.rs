@@ -157,20 +157,45 @@ impl PrivateCluster {
         self.running = false;
     }
 
-    /// SIGKILL one backend of this cluster (never the dev cluster's).
-    pub fn kill9(&self, pid: i32) {
+    /// SIGKILL one backend of this cluster (never the dev cluster's), and prove it happened:
+    /// the process is gone, and the postmaster logged that it died of signal 9 and reset every
+    /// session (its crash recovery), all within bounded time.
+    pub async fn kill9(&self, pid: i32) {
         let status = Command::new("kill").args(["-9", &pid.to_string()]).status().expect("kill -9");
         assert!(status.success(), "kill -9 {pid}");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let died = format!("(PID {pid}) was terminated by signal 9");
+        loop {
+            let gone = !Path::new(&format!("/proc/{pid}")).exists();
+            let log = self.log_text();
+            let recovered = log.lines().skip_while(|l| !l.contains(&died)).any(|l| l.contains("reinitializing"));
+            if gone && recovered {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "backend {pid}: gone {gone}, its death and the reinitialisation logged {recovered}, 30 s after kill -9"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
     }
 
+    /// The server log. Unreadable is a failure, not an empty log: a crash check that reads
+    /// nothing would report zero crashes.
     pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        std::fs::read_to_string(&self.log).unwrap_or_else(|e| panic!("server log {}: {e}", self.log.display()))
     }
 
     pub fn log_tail(&self, lines: usize) -> String {
         let text = self.log_text();
         let all: Vec<&str> = text.lines().collect();
         all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// How often the server started with crash recovery ("not properly shut down"): the proof
+    /// that an immediate shutdown really left the cluster as a crash does.
+    pub fn crash_recoveries(&self) -> usize {
+        self.log_text().lines().filter(|l| l.contains("automatic recovery in progress")).count()
     }
 
     /// Lines of the server log reporting a backend that died of a signal other than the ones

@@ -87,13 +87,19 @@ impl ChildRelay {
         }
     }
 
-    /// SIGKILL the process and reap it.
+    /// The running process's id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// SIGKILL the process and reap it: it must have died of that signal.
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {
             // Child::kill sends SIGKILL on Unix
             child.kill().expect("SIGKILL the relay");
             let status = child.wait().expect("reap the relay");
-            assert!(!status.success(), "a SIGKILLed relay exited successfully");
+            use std::os::unix::process::ExitStatusExt;
+            assert_eq!(status.signal(), Some(9), "the relay did not die of SIGKILL: {status}");
         }
     }
 

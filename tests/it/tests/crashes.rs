@@ -234,7 +234,7 @@ async fn backend_sigkill_mid_transaction_leaves_no_partial_rows_and_redelivery_a
             tokio::time::sleep(Duration::from_millis(1)).await;
         };
         gate.send_replace(false);
-        cluster.kill9(pid);
+        cluster.kill9(pid).await;
         figures.fault("backend SIGKILL mid-transaction", 1);
         *victim_states.entry(state).or_default() += 1;
         drop(monitor);
@@ -351,16 +351,19 @@ async fn relay_sigkill_under_load_then_redelivery_applies_every_event_exactly_on
     let tasks = senders.spawn(transports);
     for k in 0..kills {
         wait_acked(&senders, total * (k + 1) / (kills + 2)).await;
-        // kill while requests are in flight
+        // kill while requests are in flight: asserted, a kill of an idle relay proves nothing
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while senders.in_flight.load(Ordering::SeqCst) == 0 && tokio::time::Instant::now() < deadline {
+        while senders.in_flight.load(Ordering::SeqCst) == 0 {
+            assert!(tokio::time::Instant::now() < deadline, "kill {k}: no request in flight within 10 s");
             tokio::task::yield_now().await;
         }
+        let killed = relay.pid();
         relay.kill9();
         figures.fault("relay SIGKILL", 1);
         tokio::time::sleep(Duration::from_millis(50 + rng.below(250) as u64)).await;
         relay.start();
         relay.wait_ready(&http).await;
+        assert_ne!(relay.pid(), killed, "kill {k}: the relay after the restart is a new process");
     }
     for t in tasks {
         t.await.expect("sender");
@@ -432,6 +435,7 @@ async fn postmaster_immediate_shutdown_under_load_loses_no_acknowledged_event_an
         tokio::time::sleep(Duration::from_millis(rng.below(300) as u64)).await;
         cluster.start();
         let db = cluster.connect_when_up().await;
+        assert_eq!(cluster.crash_recoveries(), k + 1, "crash {k}: the restart ran crash recovery");
         // durability: everything acknowledged before the crash survived it
         let verdicts = vapi::verify(&db, &orgs, &messages, &|i| acked.contains(&i)).await;
         figures.checks += acked.len() as u64;
