@@ -1,6 +1,8 @@
-//! A backend that dies between the call and COMMIT leaves nothing behind: not the call, not the
-//! outbox row, not the idempotency mark. So the sender's redelivery is not mistaken for a
-//! duplicate: it applies, exactly once.
+//! A backend terminated between the call and COMMIT (`pg_terminate_backend`: SIGTERM, so its
+//! transaction aborts) leaves nothing behind: not the call, not the outbox row, not the
+//! idempotency mark. So the sender's redelivery is not mistaken for a duplicate: it applies,
+//! exactly once. A real crash of a backend mid-transaction (SIGKILL, which makes the postmaster
+//! reset every session) is tests/crashes.rs, in a private cluster.
 
 use std::time::{Duration, Instant};
 
