@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use sha2::Sha256;
+use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
 use uuid::Uuid;
 use voxanne_it::figures::Figures;
@@ -191,6 +192,21 @@ async fn authenticated_with_forged_or_missing_org_claims_sees_and_changes_nothin
     let (a, b) = (Org::create(&db).await, Org::create(&db).await);
     full_call(&db, &a, &unique("call_a"), T0_MS).await;
     full_call(&db, &b, &unique("call_b"), T0_MS).await;
+    // no message writes a lead: plant one in each org, so reading leads has rows to leak
+    for (org, phone) in [(&a, "+15550100001"), (&b, "+15550100002")] {
+        db.execute("INSERT INTO voxanne.leads (org_id, phone, name) VALUES ($1, $2, 'planted')", &[&org.id, &phone])
+            .await
+            .unwrap();
+    }
+    let tables = ["agents", "leads", "calls", "call_transcripts", "outbox"];
+    // every table read below holds rows of both orgs, so a leak has something to show
+    let mut rows_of_a = BTreeMap::new();
+    for table in tables {
+        let sql = format!("SELECT count(*) FROM voxanne.{table} WHERE org_id = $1");
+        let (in_a, in_b) = (count(&db, &sql, &[&a.id]).await, count(&db, &sql, &[&b.id]).await);
+        assert!(in_a > 0 && in_b > 0, "{table}: {in_a} rows of A, {in_b} of B; both must have rows");
+        rows_of_a.insert(table, in_a);
+    }
     let before = snapshot(&db, &b).await;
     let (ai, bi) = (a.id.to_string(), b.id.to_string());
     let forged: Vec<(String, String)> = vec![
@@ -216,7 +232,7 @@ async fn authenticated_with_forged_or_missing_org_claims_sees_and_changes_nothin
     let api = connect_as("authenticator").await;
     for (what, claims) in &forged {
         // reads: every table the role can see
-        for table in ["agents", "leads", "calls", "call_transcripts", "outbox"] {
+        for table in tables {
             figures.attacks += 1;
             begin_as(&api, "authenticated", Some(claims)).await;
             // the legacy per-claim setting must not count either
@@ -232,6 +248,10 @@ async fn authenticated_with_forged_or_missing_org_claims_sees_and_changes_nothin
                     }
                     if own > 0 && !what.starts_with("claims of A") {
                         figures.violation("leaks", format!("{what}: {own} rows of {table} of org A without A's claim"));
+                    }
+                    if what.starts_with("claims of A") {
+                        // the control: the same read with A's own claims sees all of A's rows
+                        assert_eq!(own as i64, rows_of_a[table], "{what}: A's rows of {table}");
                     }
                 }
                 // failing closed is fine: malformed claims are 28000
@@ -828,11 +848,13 @@ async fn replayed_or_forged_signed_webhooks_are_refused_and_write_nothing() {
 }
 
 /// Messages for an assistant that is no longer active in an org (moved, or switched off) do not
-/// land in the org that had it, and never in no-one's: 42704 and a rejected body.
+/// land in the org that had it, and never in no-one's: 42704 (docs/SECURITY.md row 3) and,
+/// through the relay, a 422 with a rejected body kept byte for byte under no org.
 #[tokio::test]
 async fn a_deactivated_or_moved_assistant_no_longer_writes_into_its_old_org() {
     let mut figures = Figures::new("attacks/deactivated or moved assistant");
     let db = connect().await;
+    let relay = Relay::start(&db_url(), &["--pool-size", "2"]).await;
     let old = Org::create(&db).await;
     let call = unique("moved");
     full_call(&db, &old, &call, T0_MS).await;
@@ -845,12 +867,39 @@ async fn a_deactivated_or_moved_assistant_no_longer_writes_into_its_old_org() {
         at_ms: T0_MS + 99_000,
         start_ms: T0_MS,
     };
+    let body = late.body(&old.assistant_id);
     figures.attacks += 1;
-    match deliver(&db, &late.body(&old.assistant_id)).await {
-        Err(e) if e.code().map(|c| c.code()).is_some_and(vapi::is_documented_data_error) => {}
-        other => figures.violation("leaks", format!("deactivated assistant: {other:?}")),
+    match deliver(&db, &body).await {
+        Err(e) if e.code() == Some(&SqlState::UNDEFINED_OBJECT) => {}
+        Err(e) => figures.violation("leaks", format!("deactivated assistant: not 42704: {}", describe(&e))),
+        Ok(v) => figures.violation("leaks", format!("deactivated assistant: answered {v}")),
     }
     unchanged(&db, &old, &before, "deactivated assistant", &mut figures).await;
+    // the same message through the relay: 422 with 42704, and the body kept, labelled with no org
+    let rejected_before: i64 =
+        db.query_one("SELECT coalesce(max(id), 0) FROM voxanne.rejected_events", &[]).await.unwrap().get(0);
+    let (status, answer) = relay.deliver(&body).await;
+    let code = serde_json::from_str::<Value>(&answer).ok().and_then(|v| v["code"].as_str().map(str::to_string));
+    if status != 422 || code.as_deref() != Some("42704") {
+        figures.violation("errors", format!("deactivated assistant through the relay: {status} {answer}"));
+    }
+    // every rejected body since, byte for byte this one: under no org, its SQLSTATE and labels
+    let kept: Vec<String> = db
+        .query(
+            "SELECT concat_ws(' ', coalesce(org_id::text, '<no org>'), sqlstate, message_type, vapi_call_id,
+                              body = $2)
+             FROM voxanne.rejected_events WHERE id > $1 AND (body = $2 OR vapi_call_id = $3)",
+            &[&rejected_before, &body, &call],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    if kept != [format!("<no org> 42704 transcript {call} t")] {
+        figures.violation("lost", format!("deactivated assistant: rejected bodies kept {kept:?}"));
+    }
+    // (the relay's delivery is in the old org's footprint compared below, after the move)
     // the assistant moves to a new org: its messages go there, the old org is untouched
     let new_org = Uuid::new_v4();
     db.execute("SELECT voxanne.upsert_agent($1, $2)", &[&new_org, &old.assistant_id]).await.unwrap();
@@ -860,5 +909,6 @@ async fn a_deactivated_or_moved_assistant_no_longer_writes_into_its_old_org() {
         other => figures.violation("leaks", format!("moved assistant: {other:?}")),
     }
     unchanged(&db, &old, &before, "moved assistant", &mut figures).await;
+    relay.stop().await;
     figures.finish();
 }

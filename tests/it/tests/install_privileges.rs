@@ -51,6 +51,18 @@ async fn service_role_can_call_every_write_function() {
     let org_id = Uuid::new_v4();
     let assistant_id = unique("asst");
     let call = unique("call");
+    // The ledger the purge below meets: nothing past its 30-day default but this org's 3 rows of
+    // 31 days (and a 29-day row it must keep). Aged rows of earlier tests are purged first; no
+    // other test of this file writes any.
+    db.query_one("SELECT voxanne.purge_processed_events()", &[]).await.unwrap();
+    db.execute(
+        "INSERT INTO voxanne.processed_webhook_events (org_id, event_id, event_type, received_at)
+         SELECT $1, 'aged:' || g || ':' || d, 'status-update', now() - make_interval(days => d)
+         FROM generate_series(1, 3) g, unnest(ARRAY[31, 29]) d WHERE d = 31 OR g = 1",
+        &[&org_id],
+    )
+    .await
+    .unwrap();
 
     begin_as(&api, "service_role", None).await;
     let who: String = api.query_one("SELECT current_user::text", &[]).await.unwrap().get(0);
@@ -77,7 +89,7 @@ async fn service_role_can_call_every_write_function() {
         .call_scalar(&api)
         .await
         .unwrap_or_else(|e| panic!("purge_processed_events: {}", describe(&e)));
-    assert!(purged >= 0);
+    assert_eq!(purged, 3, "purge_processed_events deletes exactly the three 31-day ledger rows");
     let own: Option<Uuid> = api.query_one("SELECT voxanne.current_org_id()", &[]).await.unwrap().get(0);
     assert_eq!(own, None, "no claims, no org");
     api.batch_execute("COMMIT").await.expect("COMMIT");
@@ -90,6 +102,14 @@ async fn service_role_can_call_every_write_function() {
 
     let rows = call_rows(&db, &org, &call).await;
     assert_eq!(rows, CallRows { calls: 1, outbox: 3, ledger: 2, transcripts: 1 });
+    let aged = grouped(
+        &db,
+        "SELECT event_id, count(*) FROM voxanne.processed_webhook_events WHERE org_id = $1 AND event_id LIKE 'aged:%'
+         GROUP BY 1",
+        &[&org.id],
+    )
+    .await;
+    assert_eq!(aged, HashMap::from([("aged:1:29".to_string(), 1)]), "the 29-day ledger row survives the purge");
     let (status, summary): (String, String) = {
         let row = db
             .query_one(
@@ -137,16 +157,46 @@ async fn authenticated_sees_only_the_org_in_its_jwt_claims() {
     )
     .await;
     assert_eq!(no_rls, Vec::<String>::new(), "tables without row level security");
-    let unscoped = offenders(
-        "SELECT p.polname || ' on ' || c.relname || ': ' || coalesce(pg_catalog.pg_get_expr(p.polqual, p.polrelid), '<no USING>')
+    // Every policy of the schema, whole: table, name, command, permissive or not, roles, USING
+    // (as PostgreSQL deparses it) and WITH CHECK. Compared exactly with one own-org SELECT
+    // policy per table with an org_id column, so an extra policy, an extra role or a widened
+    // expression (`... OR true`) fails.
+    let mut policies = offenders(
+        "SELECT c.relname || ': ' || p.polname || ' FOR ' || p.polcmd::text
+                || CASE WHEN p.polpermissive THEN ' PERMISSIVE' ELSE ' RESTRICTIVE' END
+                || ' TO ' || pg_catalog.array_to_string(ARRAY(
+                       SELECT CASE WHEN r.oid = 0 THEN 'public' ELSE pg_catalog.pg_get_userbyid(r.oid)::text END
+                       FROM pg_catalog.unnest(p.polroles) AS r(oid) ORDER BY 1), ',')
+                || ' USING ' || coalesce(pg_catalog.pg_get_expr(p.polqual, p.polrelid), '<none>')
+                || ' WITH CHECK ' || coalesce(pg_catalog.pg_get_expr(p.polwithcheck, p.polrelid), '<none>')
          FROM pg_catalog.pg_policy p JOIN pg_catalog.pg_class c ON c.oid = p.polrelid
          JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
          WHERE n.nspname = 'voxanne'
-           AND (p.polqual IS NULL OR pg_catalog.pg_get_expr(p.polqual, p.polrelid) NOT LIKE '%org_id = %current_org_id()%'
-                OR p.polcmd <> 'r')",
+         ORDER BY 1",
     )
     .await;
-    assert_eq!(unscoped, Vec::<String>::new(), "policies that are not SELECT policies scoped by current_org_id()");
+    let tenant_tables = offenders(
+        "SELECT c.relname::text FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+         JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attname = 'org_id' AND NOT a.attisdropped
+         WHERE n.nspname = 'voxanne' AND c.relkind IN ('r', 'p')
+         ORDER BY 1",
+    )
+    .await;
+    for t in ["agents", "leads", "calls", "call_transcripts", "processed_webhook_events", "outbox", "rejected_events"] {
+        assert!(tenant_tables.iter().any(|x| x == t), "{t} among the tables with org_id: {tenant_tables:?}");
+    }
+    let mut expected: Vec<String> = tenant_tables
+        .iter()
+        .map(|t| {
+            format!(
+                "{t}: {t}_own_org_read FOR r PERMISSIVE TO public \
+                 USING (org_id = ( SELECT voxanne.current_org_id() AS current_org_id)) WITH CHECK <none>"
+            )
+        })
+        .collect();
+    policies.sort();
+    expected.sort();
+    assert_eq!(policies, expected, "the policies are exactly one own-org SELECT policy per table with org_id");
 
     let a = Org::create(&db).await;
     let b = Org::create(&db).await;

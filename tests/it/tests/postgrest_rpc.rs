@@ -4,7 +4,7 @@
 //! JWT's role and claims set locally, JSON keys as named arguments — and every error answered
 //! with the HTTP status PostgREST would give it (docs/SUPABASE.md has the table).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -145,10 +145,29 @@ async fn service_role_calls_every_write_function_with_json_bodies() {
     called.insert("record_rejected_event");
     let rejected_id = rejected.as_i64().expect("record_rejected_event answers the row id");
 
-    // purge_processed_events with an empty body: every argument defaulted
+    // purge_processed_events with an empty body: every argument defaulted (30 days). The ledger
+    // it meets holds nothing older than that but this org's 3 rows of 31 days (and a 29-day row
+    // it must keep): aged rows of earlier tests are purged first, no other test here writes any.
+    db.query_one("SELECT voxanne.purge_processed_events()", &[]).await.unwrap();
+    db.execute(
+        "INSERT INTO voxanne.processed_webhook_events (org_id, event_id, event_type, received_at)
+         SELECT $1, 'aged:' || g || ':' || d, 'status-update', now() - make_interval(days => d)
+         FROM generate_series(1, 3) g, unnest(ARRAY[31, 29]) d WHERE d = 31 OR g = 1",
+        &[&org.id],
+    )
+    .await
+    .unwrap();
     let purged = ok(&api, &service, "purge_processed_events", json!({})).await;
     called.insert("purge_processed_events");
-    assert!(purged.as_i64().is_some_and(|n| n >= 0), "{purged}");
+    assert_eq!(purged, json!(3), "the three 31-day ledger rows, nothing else");
+    let aged = grouped(
+        &db,
+        "SELECT event_id, count(*) FROM voxanne.processed_webhook_events WHERE org_id = $1 AND event_id LIKE 'aged:%'
+         GROUP BY 1",
+        &[&org.id],
+    )
+    .await;
+    assert_eq!(aged, HashMap::from([("aged:1:29".to_string(), 1)]), "the 29-day row is kept");
 
     // The 0.2.0 outbox consumer API and outbox retention, when installed.
     let installed = write_functions().await;
@@ -184,9 +203,43 @@ async fn service_role_calls_every_write_function_with_json_bodies() {
         assert_eq!(dropped, Value::Bool(true));
     }
     if installed.contains("purge_outbox") {
+        // The outbox it meets (default 7 days, rows every consumer has acknowledged): nothing
+        // purgeable but this org's 3 rows of 8 days (and a 6-day row it must keep), written with
+        // xid 1, a transaction older than any consumer's cursor, so consumers registered by other
+        // tests do not hold them back. Purgeable rows of earlier tests are purged first.
+        db.query_one("SELECT voxanne.purge_outbox()", &[]).await.unwrap();
+        let newest: i64 = db
+            .query_one(
+                "WITH aged AS (
+                     INSERT INTO voxanne.outbox (org_id, topic, payload, created_at, xid)
+                     SELECT $1, 'aged', pg_catalog.jsonb_build_object('days', d), now() - make_interval(days => d), '1'
+                     FROM unnest(ARRAY[8, 8, 8, 6]) d
+                     RETURNING id)
+                 SELECT max(id) FROM aged",
+                &[&org.id],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        let holding_back = count(
+            &db,
+            "SELECT count(*) FROM voxanne.outbox_consumers WHERE (last_xid, last_id) < ('1'::xid8, $1)",
+            &[&newest],
+        )
+        .await;
+        assert_eq!(holding_back, 0, "no consumer's cursor is below the aged rows");
         let purged = ok(&api, &service, "purge_outbox", json!({})).await;
         called.insert("purge_outbox");
-        assert!(purged.as_i64().is_some_and(|n| n >= 0), "{purged}");
+        assert_eq!(purged, json!(3), "the three 8-day outbox rows, nothing else");
+        let kept = grouped(
+            &db,
+            "SELECT payload->>'days', count(*) FROM voxanne.outbox WHERE org_id = $1 AND topic = 'aged' GROUP BY 1",
+            &[&org.id],
+        )
+        .await;
+        assert_eq!(kept, HashMap::from([("6".to_string(), 1)]), "the 6-day row is kept");
+        // no consumer of a later test should meet it
+        db.execute("DELETE FROM voxanne.outbox WHERE org_id = $1 AND topic = 'aged'", &[&org.id]).await.unwrap();
     }
 
     let called: BTreeSet<String> = called.into_iter().map(str::to_string).collect();
