@@ -58,6 +58,12 @@ pub fn report_file() -> PathBuf {
     figures_dir().join("RELIABILITY.md")
 }
 
+/// The run a record belongs to: `VOXANNE_RUN_ID`, which bin/test sets once for the suite and
+/// its report, so the report counts only records of this run.
+pub fn run_id() -> Option<String> {
+    std::env::var("VOXANNE_RUN_ID").ok()
+}
+
 /// The kinds of "must be zero" figures, in report order.
 pub const ZERO_FIGURES: [&str; 7] = ["lost", "doubled", "partial", "leaks", "panics", "crashes", "errors"];
 
@@ -71,8 +77,12 @@ pub const ZERO_FIGURES: [&str; 7] = ["lost", "doubled", "partial", "leaks", "pan
 pub struct Figures {
     pub name: &'static str,
     started: Instant,
+    /// Attempts sent (every delivery of every message, redeliveries included).
     pub delivered: u64,
+    /// Planned repeats of a message (a sender's duplicates), not redeliveries after a failure.
     pub duplicates: u64,
+    /// Effects acknowledged as `applied`: the work that reached the database and changed it.
+    pub applied: u64,
     pub faults: BTreeMap<String, u64>,
     pub fuzz_cases: u64,
     pub attacks: u64,
@@ -89,6 +99,7 @@ impl Figures {
             started: Instant::now(),
             delivered: 0,
             duplicates: 0,
+            applied: 0,
             faults: BTreeMap::new(),
             fuzz_cases: 0,
             attacks: 0,
@@ -137,8 +148,10 @@ impl Figures {
             "finished_unix": SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs(),
             "long": long(),
             "seconds": (self.started.elapsed().as_secs_f64() * 10.0).round() / 10.0,
+            "run": run_id(),
             "delivered": self.delivered,
             "duplicates": self.duplicates,
+            "applied": self.applied,
             "faults": self.faults,
             "fuzz_cases": self.fuzz_cases,
             "attacks": self.attacks,

@@ -238,6 +238,7 @@ async fn finish(mut checker: Checker, db: &Client, sentinel: &Sentinel) {
     checker.check_rows(db).await;
     sentinel.check(&mut checker.figures).await;
     let codes = serde_json::to_value(&checker.codes).unwrap();
+    checker.figures.applied = checker.outcomes.get("applied").copied().unwrap_or(0);
     let outcomes = serde_json::to_value(&checker.outcomes).unwrap();
     checker.figures.note("sqlstates", codes);
     checker.figures.note("answers", outcomes);

@@ -94,6 +94,7 @@ async fn race_against_serial(via: Via, name: &'static str, seed_default: u64) {
     }
     let answers = senders.acked.lock().unwrap().clone();
     let tally = vapi::outcomes(&answers);
+    figures.applied = tally.get("applied").copied().unwrap_or(0);
     for (k, n) in &tally {
         figures.note(&format!("answers {k}"), *n);
     }

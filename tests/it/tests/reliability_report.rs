@@ -48,6 +48,19 @@ const EXPECTED: &[&str] = &[
     "catalog/ownership and CREATE on schema voxanne",
 ];
 
+/// Tests whose figures must be positive: what they delivered, applied and checked.
+const POSITIVE: &[(&str, &[&str])] = &[
+    ("storms/sql: 64 connections x same message", &["delivered", "duplicates", "applied", "checks"]),
+    ("storms/relay: 64 HTTP connections x same message", &["delivered", "duplicates", "applied", "checks"]),
+    ("races/sql: random order vs serial", &["delivered", "duplicates", "applied", "checks"]),
+    ("races/relay: random order vs serial", &["delivered", "duplicates", "applied", "checks"]),
+    ("crashes/backend kill -9 mid-transaction", &["delivered", "applied", "checks"]),
+    ("crashes/relay SIGKILL under load", &["delivered", "applied", "checks"]),
+    ("crashes/postmaster immediate shutdown", &["delivered", "applied", "checks"]),
+    ("fuzz/proptest messages -> handle_vapi_message", &["fuzz_cases", "applied", "checks"]),
+    ("fuzz/mutated fixtures -> handle_vapi_message", &["fuzz_cases", "applied", "checks"]),
+];
+
 const LABELS: [(&str, &str); 7] = [
     ("lost", "rows lost (acknowledged, then missing)"),
     ("doubled", "rows doubled"),
@@ -103,8 +116,13 @@ async fn write_reliability_report() {
     let text = std::fs::read_to_string(figures_file())
         .unwrap_or_else(|e| panic!("{}: {e} (run the suite first)", figures_file().display()));
     let mut latest: BTreeMap<String, Value> = BTreeMap::new();
+    let run = voxanne_it::figures::run_id();
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
         let record: Value = serde_json::from_str(line).expect("a figures line is JSON");
+        // one run of one commit: a record of another run does not count
+        if run.is_some() && record["run"].as_str() != run.as_deref() {
+            continue;
+        }
         let name = record["test"].as_str().expect("test name").to_string();
         latest.insert(name, record); // later lines win
     }
@@ -151,6 +169,8 @@ async fn write_reliability_report() {
     }
     writeln!(md, "- PostgreSQL: {pg}").unwrap();
     writeln!(md, "- voxanne_ext: {}", ext.unwrap_or_else(|| "?".into())).unwrap();
+    writeln!(md, "- Commit and run: {}", run.as_deref().unwrap_or("not set (VOXANNE_RUN_ID): every record counts"))
+        .unwrap();
     let size = if all_long {
         "long (`VOXANNE_LONG=1`)"
     } else if long {
@@ -169,10 +189,12 @@ async fn write_reliability_report() {
     writeln!(md, "| messages delivered (every attempt, every transport) | {} |", sum("delivered")).unwrap();
     writeln!(
         md,
-        "| duplicates sent (same message again: storms, planned duplicates, redeliveries) | {} |",
+        "| duplicates sent (the same message again on purpose: storms, planned duplicates) | {} |",
         sum("duplicates")
     )
     .unwrap();
+    writeln!(md, "| effects applied (answers `applied`: reached the database and changed it) | {} |", sum("applied"))
+        .unwrap();
     writeln!(md, "| faults injected | {} |", faults.values().sum::<u64>()).unwrap();
     writeln!(md, "| fuzz cases | {} |", sum("fuzz_cases")).unwrap();
     writeln!(md, "| attacks tried | {} |", sum("attacks")).unwrap();
@@ -187,12 +209,12 @@ async fn write_reliability_report() {
     }
     writeln!(
         md,
-        "\n## Per test\n\n| test | s | delivered | duplicates | faults | fuzz cases | attacks | checks | non-zero figures |\n|---|---:|---:|---:|---:|---:|---:|---:|---|"
+        "\n## Per test\n\n| test | s | delivered | duplicates | applied | faults | fuzz cases | attacks | checks | non-zero figures |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"
     )
     .unwrap();
     for name in EXPECTED {
         let Some(r) = latest.get(*name) else {
-            writeln!(md, "| {name} | — | — | — | — | — | — | — | **did not run** |").unwrap();
+            writeln!(md, "| {name} | — | — | — | — | — | — | — | — | **did not run** |").unwrap();
             continue;
         };
         let bad: Vec<String> = r["zero"]
@@ -205,10 +227,11 @@ async fn write_reliability_report() {
         let f: u64 = r["faults"].as_object().into_iter().flatten().map(|(_, v)| v.as_u64().unwrap_or(0)).sum();
         writeln!(
             md,
-            "| {name} | {} | {} | {} | {f} | {} | {} | {} | {} |",
+            "| {name} | {} | {} | {} | {} | {f} | {} | {} | {} | {} |",
             r["seconds"],
             r["delivered"],
             r["duplicates"],
+            r["applied"],
             r["fuzz_cases"],
             r["attacks"],
             r["checks"],
@@ -239,6 +262,15 @@ async fn write_reliability_report() {
     println!("written to {}", path.display());
 
     assert!(missing.is_empty(), "tests of the suite with no figures (did they run?): {missing:?}");
+    // a test that delivered nothing, applied nothing or checked nothing proved nothing
+    let idle: Vec<String> = POSITIVE
+        .iter()
+        .flat_map(|(name, keys)| {
+            let r = &latest[*name];
+            keys.iter().filter(|k| r[**k].as_u64().unwrap_or(0) == 0).map(move |k| format!("{name}: {k} = 0"))
+        })
+        .collect();
+    assert!(idle.is_empty(), "figures that must be positive are zero: {idle:?}");
     let bad: Vec<String> = zero.iter().filter(|(_, v)| **v > 0).map(|(k, v)| format!("{k} = {v}")).collect();
     assert!(bad.is_empty(), "must-be-zero figures are not zero: {}", bad.join(", "));
 }

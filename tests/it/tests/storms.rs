@@ -61,6 +61,7 @@ fn round_messages(kind: Storm, round: usize) -> (Option<Message>, Message) {
 /// Check one round's answers: all acknowledged, one applied, the rest duplicates of it.
 fn check_round(answers: &[Value], what: &str, figures: &mut Figures) {
     let applied: Vec<&Value> = answers.iter().filter(|a| a["applied"] == true).collect();
+    figures.applied += applied.len() as u64;
     let duplicates = answers.iter().filter(|a| a["applied"] == false && a["outcome"] == "duplicate").count();
     if applied.len() != 1 {
         figures.violation(
