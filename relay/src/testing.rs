@@ -1,6 +1,8 @@
 //! The relay served in the test's own process, on an ephemeral port, with an HTTP client for
 //! it: the one harness of this crate's integration tests (`relay/tests`) and of the
-//! reliability suite (`tests/it`). Behind the `testing` feature, which both enable.
+//! reliability suite (`tests/it`). Behind the `testing` feature, which both enable. It runs on a
+//! thread of its own with the runtime the product ships with (`crate::runtime`: one thread by
+//! default), not on the test's runtime, so the tests race the relay as it is deployed.
 
 use std::time::Duration;
 
@@ -8,7 +10,6 @@ use clap::Parser;
 use reqwest::StatusCode;
 use serde_json::Value;
 use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 use crate::{AppState, Config};
 
@@ -50,7 +51,8 @@ pub struct Relay {
     pub http: reqwest::Client,
     pub state: AppState,
     shutdown: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<std::io::Result<()>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    finished: Option<oneshot::Receiver<std::io::Result<()>>>,
 }
 
 impl Relay {
@@ -61,13 +63,31 @@ impl Relay {
 
     pub async fn start_with(config: Config) -> Relay {
         let state = AppState::from_config(&config).expect("pool builds");
-        let listener = tokio::net::TcpListener::bind(config.listen).await.expect("bind");
+        let listener = std::net::TcpListener::bind(config.listen).expect("bind");
+        listener.set_nonblocking(true).expect("a non-blocking listener");
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(crate::serve(listener, state.clone(), async {
-            let _ = rx.await;
-        }));
-        Relay { base: format!("http://{addr}"), http: http_client(128), state, shutdown: Some(tx), task: Some(task) }
+        let (done, finished) = oneshot::channel();
+        let runtime = crate::runtime(&config).expect("the relay's runtime");
+        let serving = state.clone();
+        let thread = std::thread::spawn(move || {
+            let result = runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener)?;
+                crate::serve(listener, serving, async {
+                    let _ = rx.await;
+                })
+                .await
+            });
+            let _ = done.send(result);
+        });
+        Relay {
+            base: format!("http://{addr}"),
+            http: http_client(128),
+            state,
+            shutdown: Some(tx),
+            thread: Some(thread),
+            finished: Some(finished),
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -126,15 +146,17 @@ impl Relay {
     }
 
     pub fn is_finished(&self) -> bool {
-        self.task.as_ref().is_none_or(|t| t.is_finished())
+        self.thread.as_ref().is_none_or(|t| t.is_finished())
     }
 
     /// Waits for the server to finish (after [`signal_shutdown`](Self::signal_shutdown)).
     pub async fn join(&mut self) -> std::io::Result<()> {
-        match self.task.take() {
-            Some(task) => task.await.expect("server task did not panic"),
-            None => Ok(()),
+        let Some(finished) = self.finished.take() else { return Ok(()) };
+        let result = finished.await.expect("the relay's thread did not panic");
+        if let Some(thread) = self.thread.take() {
+            thread.join().expect("the relay's thread did not panic");
         }
+        result
     }
 
     /// Signals shutdown and waits (at most 30 s) for the server to finish.
