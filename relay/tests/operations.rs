@@ -73,7 +73,7 @@ async fn metrics_count_requests_by_type_and_outcome() {
 /// replaced (on checkout, or by the relay's one retry on a fresh connection), so it is applied
 /// and answered 200, never 503; its redelivery is a duplicate.
 #[tokio::test]
-async fn a_killed_connection_is_retried_or_503_and_the_next_delivery_succeeds() {
+async fn a_killed_session_is_replaced_and_the_next_delivery_applies() {
     let db = db().await;
     let t = tenant(&db).await;
     let app_name = format!("voxanne-relay-test-{}", uuid::Uuid::new_v4().simple());

@@ -640,3 +640,29 @@ pub async fn drop_db(name: &str) {
         .await
         .expect("drop database");
 }
+
+/// A ledger for a purge with its 30-day default to meet: `org`'s three rows of 31 days and one
+/// of 29 that the purge must keep, after the aged rows of earlier tests are purged.
+pub async fn plant_aged_ledger_rows(db: &Client, org: Uuid) {
+    db.query_one("SELECT voxanne.purge_processed_events()", &[]).await.expect("purge first");
+    db.execute(
+        "INSERT INTO voxanne.processed_webhook_events (org_id, event_id, event_type, received_at)
+         SELECT $1, 'aged:' || g || ':' || d, 'status-update', now() - make_interval(days => d)
+         FROM generate_series(1, 3) g, unnest(ARRAY[31, 29]) d WHERE d = 31 OR g = 1",
+        &[&org],
+    )
+    .await
+    .expect("plant aged ledger rows");
+}
+
+/// What is left of [`plant_aged_ledger_rows`]: after the purge, the 29-day row alone.
+pub async fn assert_only_the_young_aged_row_is_left(db: &Client, org: Uuid) {
+    let aged = grouped(
+        db,
+        "SELECT event_id, count(*) FROM voxanne.processed_webhook_events WHERE org_id = $1 AND event_id LIKE 'aged:%'
+         GROUP BY 1",
+        &[&org],
+    )
+    .await;
+    assert_eq!(aged, HashMap::from([("aged:1:29".to_string(), 1)]), "the 29-day ledger row survives the purge");
+}

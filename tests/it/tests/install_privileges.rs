@@ -54,15 +54,7 @@ async fn service_role_can_call_every_write_function() {
     // The ledger the purge below meets: nothing past its 30-day default but this org's 3 rows of
     // 31 days (and a 29-day row it must keep). Aged rows of earlier tests are purged first; no
     // other test of this file writes any.
-    db.query_one("SELECT voxanne.purge_processed_events()", &[]).await.unwrap();
-    db.execute(
-        "INSERT INTO voxanne.processed_webhook_events (org_id, event_id, event_type, received_at)
-         SELECT $1, 'aged:' || g || ':' || d, 'status-update', now() - make_interval(days => d)
-         FROM generate_series(1, 3) g, unnest(ARRAY[31, 29]) d WHERE d = 31 OR g = 1",
-        &[&org_id],
-    )
-    .await
-    .unwrap();
+    plant_aged_ledger_rows(&db, org_id).await;
 
     begin_as(&api, "service_role", None).await;
     let who: String = api.query_one("SELECT current_user::text", &[]).await.unwrap().get(0);
@@ -102,14 +94,7 @@ async fn service_role_can_call_every_write_function() {
 
     let rows = call_rows(&db, &org, &call).await;
     assert_eq!(rows, CallRows { calls: 1, outbox: 3, ledger: 2, transcripts: 1 });
-    let aged = grouped(
-        &db,
-        "SELECT event_id, count(*) FROM voxanne.processed_webhook_events WHERE org_id = $1 AND event_id LIKE 'aged:%'
-         GROUP BY 1",
-        &[&org.id],
-    )
-    .await;
-    assert_eq!(aged, HashMap::from([("aged:1:29".to_string(), 1)]), "the 29-day ledger row survives the purge");
+    assert_only_the_young_aged_row_is_left(&db, org_id).await;
     let (status, summary): (String, String) = {
         let row = db
             .query_one(

@@ -148,26 +148,11 @@ async fn service_role_calls_every_write_function_with_json_bodies() {
     // purge_processed_events with an empty body: every argument defaulted (30 days). The ledger
     // it meets holds nothing older than that but this org's 3 rows of 31 days (and a 29-day row
     // it must keep): aged rows of earlier tests are purged first, no other test here writes any.
-    db.query_one("SELECT voxanne.purge_processed_events()", &[]).await.unwrap();
-    db.execute(
-        "INSERT INTO voxanne.processed_webhook_events (org_id, event_id, event_type, received_at)
-         SELECT $1, 'aged:' || g || ':' || d, 'status-update', now() - make_interval(days => d)
-         FROM generate_series(1, 3) g, unnest(ARRAY[31, 29]) d WHERE d = 31 OR g = 1",
-        &[&org.id],
-    )
-    .await
-    .unwrap();
+    plant_aged_ledger_rows(&db, org.id).await;
     let purged = ok(&api, &service, "purge_processed_events", json!({})).await;
     called.insert("purge_processed_events");
     assert_eq!(purged, json!(3), "the three 31-day ledger rows, nothing else");
-    let aged = grouped(
-        &db,
-        "SELECT event_id, count(*) FROM voxanne.processed_webhook_events WHERE org_id = $1 AND event_id LIKE 'aged:%'
-         GROUP BY 1",
-        &[&org.id],
-    )
-    .await;
-    assert_eq!(aged, HashMap::from([("aged:1:29".to_string(), 1)]), "the 29-day row is kept");
+    assert_only_the_young_aged_row_is_left(&db, org.id).await;
 
     // The 0.2.0 outbox consumer API and outbox retention, when installed.
     let installed = write_functions().await;
