@@ -81,8 +81,18 @@ pub struct Figures {
     pub delivered: u64,
     /// Planned repeats of a message (a sender's duplicates), not redeliveries after a failure.
     pub duplicates: u64,
+    /// Deliveries that reached the database statement (for the fuzz: past the `::jsonb` cast and
+    /// the relay's own JSON and size checks); the rest were stopped before it.
+    pub reached: u64,
     /// Effects acknowledged as `applied`: the work that reached the database and changed it.
     pub applied: u64,
+    /// Deliveries refused as expected: the one documented answer their defect calls for.
+    pub refused: u64,
+    /// Redeliveries after a failed attempt and the relay's own retries of a transient SQLSTATE.
+    pub retries: u64,
+    /// Deliveries that ran at the same time as another of the same race (measured: statement or
+    /// request windows that overlap), the proof that a race really raced.
+    pub overlap: u64,
     pub faults: BTreeMap<String, u64>,
     pub fuzz_cases: u64,
     pub attacks: u64,
@@ -99,7 +109,11 @@ impl Figures {
             started: Instant::now(),
             delivered: 0,
             duplicates: 0,
+            reached: 0,
             applied: 0,
+            refused: 0,
+            retries: 0,
+            overlap: 0,
             faults: BTreeMap::new(),
             fuzz_cases: 0,
             attacks: 0,
@@ -151,7 +165,11 @@ impl Figures {
             "run": run_id(),
             "delivered": self.delivered,
             "duplicates": self.duplicates,
+            "reached": self.reached,
             "applied": self.applied,
+            "refused": self.refused,
+            "retries": self.retries,
+            "overlap": self.overlap,
             "faults": self.faults,
             "fuzz_cases": self.fuzz_cases,
             "attacks": self.attacks,
