@@ -2,9 +2,9 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-PG_BIN=/usr/lib/postgresql/15/bin
+PG_BIN=${VOXANNE_PG_BIN:-/usr/lib/postgresql/15/bin}   # bin/mutations: a private copy
 PG_CONFIG=$PG_BIN/pg_config
-DEV=$ROOT/.dev                       # git-ignored: cluster, sockets, logs
+DEV=${VOXANNE_DEV:-$ROOT/.dev}       # git-ignored: cluster, sockets, logs
 PGDATA_DIR=$DEV/pgdata
 SOCKET_DIR=$DEV/run
 export VOXANNE_PGPORT=${VOXANNE_PGPORT:-54330}

@@ -12,7 +12,11 @@ use std::time::{Duration, Instant};
 
 use tokio_postgres::{Client, Config, NoTls};
 
-pub const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+/// The PostgreSQL 15 binaries: `VOXANNE_PG_BIN`, or Debian's. bin/mutations points it at a
+/// private copy of the installation, so a mutated build never replaces the system's.
+pub fn pg_bin() -> String {
+    std::env::var("VOXANNE_PG_BIN").unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".into())
+}
 
 pub struct PrivateCluster {
     pub dir: PathBuf,
@@ -54,7 +58,7 @@ impl PrivateCluster {
         let log = dir.join("postgres.log");
         let port = crate::relay::free_port();
         ok(&[
-            &format!("{PG_BIN}/initdb"),
+            &format!("{}/initdb", pg_bin()),
             "-D",
             data.to_str().unwrap(),
             "-U",
@@ -137,7 +141,7 @@ impl PrivateCluster {
 
     pub fn start(&mut self) {
         ok(&[
-            &format!("{PG_BIN}/pg_ctl"),
+            &format!("{}/pg_ctl", pg_bin()),
             "-D",
             self.data.to_str().unwrap(),
             "-l",
@@ -153,7 +157,7 @@ impl PrivateCluster {
     /// `pg_ctl stop -m immediate`: every process quits at once, no checkpoint; the next start
     /// runs crash recovery from the WAL.
     pub fn stop_immediate(&mut self) {
-        ok(&[&format!("{PG_BIN}/pg_ctl"), "-D", self.data.to_str().unwrap(), "-m", "immediate", "-w", "stop"]);
+        ok(&[&format!("{}/pg_ctl", pg_bin()), "-D", self.data.to_str().unwrap(), "-m", "immediate", "-w", "stop"]);
         self.running = false;
     }
 
@@ -221,7 +225,7 @@ impl Drop for PrivateCluster {
     fn drop(&mut self) {
         if self.running {
             let _ = as_postgres(&[
-                &format!("{PG_BIN}/pg_ctl"),
+                &format!("{}/pg_ctl", pg_bin()),
                 "-D",
                 self.data.to_str().unwrap(),
                 "-m",

@@ -193,8 +193,22 @@ async fn write_reliability_report() {
         sum("duplicates")
     )
     .unwrap();
+    writeln!(
+        md,
+        "| reached the database statement (the rest stopped before it: not JSON, too big) | {} |",
+        sum("reached")
+    )
+    .unwrap();
     writeln!(md, "| effects applied (answers `applied`: reached the database and changed it) | {} |", sum("applied"))
         .unwrap();
+    writeln!(md, "| refused as expected (the one answer the defect calls for) | {} |", sum("refused")).unwrap();
+    writeln!(
+        md,
+        "| retries (redeliveries after a failed attempt, the relay's retries of a transient SQLSTATE) | {} |",
+        sum("retries")
+    )
+    .unwrap();
+    writeln!(md, "| deliveries measured overlapping another of their race | {} |", sum("overlap")).unwrap();
     writeln!(md, "| faults injected | {} |", faults.values().sum::<u64>()).unwrap();
     writeln!(md, "| fuzz cases | {} |", sum("fuzz_cases")).unwrap();
     writeln!(md, "| attacks tried | {} |", sum("attacks")).unwrap();
@@ -209,12 +223,12 @@ async fn write_reliability_report() {
     }
     writeln!(
         md,
-        "\n## Per test\n\n| test | s | delivered | duplicates | applied | faults | fuzz cases | attacks | checks | non-zero figures |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+        "\n## Per test\n\n| test | s | sent | reached | applied | refused | retries | overlap | duplicates | faults | fuzz cases | attacks | checks | non-zero figures |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
     )
     .unwrap();
     for name in EXPECTED {
         let Some(r) = latest.get(*name) else {
-            writeln!(md, "| {name} | — | — | — | — | — | — | — | — | **did not run** |").unwrap();
+            writeln!(md, "| {name} |{} **did not run** |", " — |".repeat(12)).unwrap();
             continue;
         };
         let bad: Vec<String> = r["zero"]
@@ -227,11 +241,15 @@ async fn write_reliability_report() {
         let f: u64 = r["faults"].as_object().into_iter().flatten().map(|(_, v)| v.as_u64().unwrap_or(0)).sum();
         writeln!(
             md,
-            "| {name} | {} | {} | {} | {} | {f} | {} | {} | {} | {} |",
+            "| {name} | {} | {} | {} | {} | {} | {} | {} | {} | {f} | {} | {} | {} | {} |",
             r["seconds"],
             r["delivered"],
-            r["duplicates"],
+            r["reached"],
             r["applied"],
+            r["refused"],
+            r["retries"],
+            r["overlap"],
+            r["duplicates"],
             r["fuzz_cases"],
             r["attacks"],
             r["checks"],

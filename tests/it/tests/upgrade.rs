@@ -7,8 +7,6 @@ use std::process::Command;
 use tokio_postgres::Client;
 use voxanne_it::*;
 
-const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
-
 /// Everything the extension defines, one sorted line per detail: columns, defaults, indexes,
 /// constraints, function definitions and privileges, table privileges and RLS, policies,
 /// composite types, dumped configuration tables and publication membership.
@@ -117,13 +115,13 @@ async fn pg_dump_and_restore_keep_every_row_and_the_sequences() {
     let port = cfg.get_ports()[0].to_string();
     let user = cfg.get_user().unwrap_or("postgres").to_string();
     let dump = std::env::temp_dir().join(format!("{src_db}.dump"));
-    run(Command::new(format!("{PG_BIN}/pg_dump"))
+    run(Command::new(format!("{}/pg_dump", voxanne_it::cluster::pg_bin()))
         .args(["-h", &host, "-p", &port, "-U", &user, "-Fc", "-f"])
         .arg(&dump)
         .arg(&src_db));
     let dst_db = format!("{src_db}_restored");
     connect().await.batch_execute(&format!("CREATE DATABASE {dst_db}")).await.unwrap();
-    run(Command::new(format!("{PG_BIN}/pg_restore"))
+    run(Command::new(format!("{}/pg_restore", voxanne_it::cluster::pg_bin()))
         .args(["-h", &host, "-p", &port, "-U", &user, "--exit-on-error", "-d", &dst_db])
         .arg(&dump));
     let _ = std::fs::remove_file(&dump);
