@@ -107,6 +107,9 @@ fn expected_call(call: &str, messages: &[&Message]) -> Option<Value> {
         })
         .collect();
     Some(json!({
+        // a consumer that applies a status only when it moves forward (docs/ARCHITECTURE.md,
+        // call.status and call.ended rows in any order) ends where the call row ends
+        "consumer_status": status,
         "status": status, "status_event_id": status_event, "ended_reason": ended_reason,
         "started_at_ms": started_at, "ended_at_ms": ended_at, "duration_seconds": duration,
         "cost": report.as_ref().map(|r| r.cost), "summary": report.as_ref().map(|r| r.summary.clone()),
@@ -186,7 +189,17 @@ pub async fn observed(db: &Client, org: Uuid) -> BTreeMap<String, Value> {
         ended_at = ms("c.ended_at"),
     );
     let rows = db.query(&sql, &[&org]).await.unwrap_or_else(|e| panic!("model::observed: {}", describe(&e)));
-    rows.into_iter().map(|r| (r.get::<_, String>(0), r.get::<_, Value>(1))).collect()
+    let announced = status_events(db, org).await;
+    rows.into_iter()
+        .map(|r| {
+            let call: String = r.get(0);
+            let mut row: Value = r.get(1);
+            let ended = row["ended_events"].as_array().is_some_and(|e| !e.is_empty()).then_some("ended");
+            let statuses = announced.get(&call).into_iter().flatten().map(String::as_str);
+            row["consumer_status"] = json!(statuses.chain(ended).max_by_key(|s| rank(s)));
+            (call, row)
+        })
+        .collect()
 }
 
 /// The org's `call.status` outbox rows per call: their statuses.

@@ -119,6 +119,7 @@ async fn backend_sigkill_mid_transaction_leaves_no_partial_rows_and_redelivery_a
     let committed = Arc::new(Mutex::new(BTreeSet::<usize>::new())); // groups with an acknowledged COMMIT
     let in_flight = Arc::new(AtomicUsize::new(0));
     let failed_attempts = Arc::new(AtomicU64::new(0));
+    let reached = Arc::new(AtomicU64::new(0)); // statements the database answered
     let refused = Arc::new(Mutex::new(Vec::<String>::new()));
     let (gate, _) = watch::channel(true);
     let gate = Arc::new(gate);
@@ -127,11 +128,12 @@ async fn backend_sigkill_mid_transaction_leaves_no_partial_rows_and_redelivery_a
 
     let mut workers = Vec::new();
     for _ in 0..WORKERS {
-        let (queue, committed, in_flight, failed_attempts, refused, gate, groups, bodies, config) = (
+        let (queue, committed, in_flight, failed_attempts, reached, refused, gate, groups, bodies, config) = (
             queue.clone(),
             committed.clone(),
             in_flight.clone(),
             failed_attempts.clone(),
+            reached.clone(),
             refused.clone(),
             gate.clone(),
             groups.clone(),
@@ -173,6 +175,7 @@ async fn backend_sigkill_mid_transaction_leaves_no_partial_rows_and_redelivery_a
                                     c.batch_execute("SELECT pg_catalog.pg_sleep(0.002)").await?;
                                 }
                                 c.query_one(vapi::HANDLE_VAPI_MESSAGE, &[&bodies[*m]]).await?;
+                                reached.fetch_add(1, Ordering::Relaxed);
                             }
                             c.batch_execute("COMMIT").await
                         }
@@ -282,6 +285,7 @@ async fn backend_sigkill_mid_transaction_leaves_no_partial_rows_and_redelivery_a
     }
     figures.note("victim backend states", serde_json::to_value(&victim_states).unwrap());
     figures.retries = failed_attempts.load(Ordering::Relaxed);
+    figures.reached = reached.load(Ordering::Relaxed);
     figures.note("transactions", total_groups as u64);
     // every message of a committed transaction was applied by it (a redelivered group is a duplicate)
     figures.applied = committed

@@ -50,6 +50,7 @@ async fn a_whole_call_leaves_the_hand_written_row_in_the_model_and_in_the_databa
     // the ended status, the duration is endedAt - startedAt, the statuses before the end give
     // the number, type and phone number id
     let by_hand = json!({
+        "consumer_status": "ended",
         "status": "ended",
         "status_event_id": format!("report:{call}"),
         "ended_reason": "customer-ended-call",
