@@ -223,7 +223,18 @@ async fn write_reliability_report() {
     }
     writeln!(
         md,
-        "\n## Per test\n\n| test | s | sent | reached | applied | refused | retries | overlap | duplicates | faults | fuzz cases | attacks | checks | non-zero figures |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+        "\n## Per test\n\nsent: every attempt; reached: answered by the database statement (a fuzz case stopped at the\n\
+         `::jsonb` cast or by the relay's JSON and size checks did not); applied: answers `applied` (or\n\
+         messages of committed transactions); refused: refused with exactly the answer the case's\n\
+         defect calls for; retries: redeliveries after a failed attempt plus the relay's own retries;\n\
+         overlap: deliveries measured running at the same time as another of their race; checks:\n\
+         facts verified once each (a message's effect after a kill, a transaction's atomicity, a\n\
+         call compared field by field with the model and with serial delivery, a catalog query)."
+    )
+    .unwrap();
+    writeln!(
+        md,
+        "\n| test | s | sent | reached | applied | refused | retries | overlap | duplicates | faults | fuzz cases | attacks | checks | non-zero figures |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
     )
     .unwrap();
     for name in EXPECTED {
