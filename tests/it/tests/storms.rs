@@ -13,7 +13,9 @@
 //! violation). Afterwards each org holds exactly its own rows: one call row per call, one
 //! ledger row and one outbox row per event, one line and one outbox row per transcript line,
 //! nothing nobody sent it (vapi::verify), its calls as the independent model computes them
-//! (voxanne_it::model), and as many outbox rows as it was sent distinct messages.
+//! (voxanne_it::model), and as many outbox rows as it was sent distinct messages; a row key
+//! (ledger event, call, outbox event, line) one org holds twice while another lacks it is a
+//! `leaks` violation.
 //!
 //! Every round's overlap is measured and `figures.overlap` counts the deliveries whose window
 //! overlapped another delivery of the same round:
@@ -254,6 +256,7 @@ async fn verify_storms(db: &tokio_postgres::Client, orgs: &[Org], messages: &[Me
     for d in voxanne_it::model::compare(db, orgs, messages, 10).await {
         figures.violation("errors", d);
     }
+    cross_org_rows(db, orgs, figures).await;
     for (o, org) in orgs.iter().enumerate() {
         let outbox = count_org_rows(db, "outbox", org).await;
         // every distinct message advanced its org's call once
@@ -263,6 +266,43 @@ async fn verify_storms(db: &tokio_postgres::Client, orgs: &[Org], messages: &[Me
                 if outbox > applied_effects { "doubled" } else { "lost" },
                 format!("org {o}: {outbox} outbox rows for {applied_effects} distinct messages"),
             );
+        }
+    }
+}
+
+/// The orgs were sent the same messages, so every row key of one org is a row key of each
+/// other, once. A key that one org holds more than once while another org lacks it is a write
+/// that landed in the wrong org: a `leaks` violation (vapi::verify counts it as doubled and
+/// lost besides).
+async fn cross_org_rows(db: &tokio_postgres::Client, orgs: &[Org], figures: &mut Figures) {
+    let tables = [
+        ("ledger", "SELECT event_id, count(*) FROM voxanne.processed_webhook_events WHERE org_id = $1 GROUP BY 1"),
+        ("calls", "SELECT vapi_call_id, count(*) FROM voxanne.calls WHERE org_id = $1 GROUP BY 1"),
+        (
+            "outbox",
+            "SELECT topic || ' ' || coalesce(payload->>'vapi_call_id', '?') || ' '
+                    || coalesce(payload->>'status', payload->>'content_hash', ''), count(*)
+             FROM voxanne.outbox WHERE org_id = $1 GROUP BY 1",
+        ),
+        (
+            "transcript lines",
+            "SELECT coalesce(c.vapi_call_id, '?') || ' ' || pg_catalog.encode(t.content_hash, 'hex'), count(*)
+             FROM voxanne.call_transcripts t LEFT JOIN voxanne.calls c ON c.id = t.call_id
+             WHERE t.org_id = $1 GROUP BY 1",
+        ),
+    ];
+    for (what, sql) in tables {
+        let mut per_org = Vec::new();
+        for org in orgs {
+            per_org.push(grouped(db, sql, &[&org.id]).await);
+        }
+        let keys: std::collections::BTreeSet<&String> = per_org.iter().flat_map(|m| m.keys()).collect();
+        figures.checks += keys.len() as u64;
+        for key in keys {
+            let n: Vec<i64> = per_org.iter().map(|m| m.get(key).copied().unwrap_or(0)).collect();
+            if n.iter().any(|c| *c > 1) && n.contains(&0) {
+                figures.violation("leaks", format!("{what} {key:?}: rows per org {n:?}: one org's row in another"));
+            }
         }
     }
 }
@@ -348,14 +388,17 @@ async fn sql_duplicate_storm_64_connections_each_kind_applies_once() {
         assert!(stats.orgs_at_once > 0, "sql storm {kind:?}: no round ran two orgs' applied statements at once");
         figures.overlap += stats.round.overlapped as u64;
         figures.note(
-            &format!("{kind:?}: rounds whose applied statements had another of their org in flight"),
+            &format!("{kind:?}: org races (3 a round) whose applied statement had another of its org in flight (server clock)"),
             stats.per_org.contended_rounds as u64,
         );
         figures.note(
-            &format!("{kind:?}: rounds in which two orgs' applied statements ran at once"),
+            &format!("{kind:?}: rounds in which two orgs' applied statements ran at once (server clock)"),
             stats.orgs_at_once as u64,
         );
-        figures.note(&format!("{kind:?}: statements in flight with an applied one"), stats.round.overlapping as u64);
+        figures.note(
+            &format!("{kind:?}: statements in flight with an applied one (server clock)"),
+            stats.round.overlapping as u64,
+        );
     }
     verify_storms(&db, &orgs, &messages, &mut figures).await;
     figures.note("rounds per kind", rounds as u64);
@@ -479,7 +522,9 @@ async fn relay_duplicate_storm_64_connections_each_kind_applies_once() {
             server.overlapping as u64,
         );
         figures.note(
-            &format!("{kind:?}: rounds whose applied request had another of its org in flight (client clock)"),
+            &format!(
+                "{kind:?}: org races (3 a round) whose applied request had another of its org in flight (client clock)"
+            ),
             client.per_org.contended_rounds as u64,
         );
         figures.note(
