@@ -583,6 +583,18 @@ impl Senders {
         self.attempt_log.lock().unwrap().iter().filter(|a| a.measure.reached).count() as u64
     }
 
+    /// Per window, when its first attempt was sent and its last one answered (the test's
+    /// clock); `None` for a window without attempts. With a barrier, no two overlap.
+    pub fn window_spans(&self) -> Vec<Option<(Instant, Instant)>> {
+        let mut spans: Vec<Option<(Instant, Instant)>> = vec![None; self.queues.len()];
+        for a in self.attempt_log.lock().unwrap().iter() {
+            let s = spans[a.window].get_or_insert((a.sent, a.answered));
+            s.0 = s.0.min(a.sent);
+            s.1 = s.1.max(a.answered);
+        }
+        spans
+    }
+
     /// How the windows raced, measured by `clock`: per window, the attempts whose windows
     /// overlapped another attempt of the same window, and the applied ones that had another
     /// attempt in flight with them. With [`Clock::Server`], attempts without a server window

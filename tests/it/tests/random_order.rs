@@ -137,6 +137,13 @@ async fn race_against_serial(via: Via, name: &'static str, seed_default: u64) {
     for task in senders.spawn_with(transports, hook) {
         task.await.expect("sender");
     }
+    // the barrier: every window starts after the one before it ended
+    let spans = senders.window_spans();
+    assert!(spans.iter().all(Option::is_some), "every window was delivered");
+    for (w, pair) in spans.windows(2).enumerate() {
+        let (before, after) = (pair[0].unwrap(), pair[1].unwrap());
+        assert!(before.1 <= after.0, "window {} started before window {w} ended", w + 1);
+    }
     figures.delivered = senders.attempts.load(Ordering::Relaxed);
     figures.reached = senders.reached();
     // How the windows raced. SQL: the statements' windows on the server, every attempt. Relay:
