@@ -395,6 +395,23 @@ pub fn overlapping_the_winner(outcomes: &[Outcome]) -> usize {
     outcomes.iter().filter(|o| !std::ptr::eq(*o, winner) && o.received.expect("raced outcome") < finished).count()
 }
 
+/// Whether two windows `(start, end)` of deliveries (server statement windows, or client request
+/// windows) were open at the same time.
+pub fn spans_overlap<T: PartialOrd>(a: &(T, T), b: &(T, T)) -> bool {
+    a.0 < b.1 && b.0 < a.1
+}
+
+/// How many of `spans` overlap `spans[i]` (itself not counted).
+pub fn overlapping_span<T: PartialOrd>(spans: &[(T, T)], i: usize) -> usize {
+    spans.iter().enumerate().filter(|(j, s)| *j != i && spans_overlap(&spans[i], s)).count()
+}
+
+/// How many of `spans` overlap at least one other: the deliveries of a race that ran at the
+/// same time as another of the same race.
+pub fn overlapping_any<T: PartialOrd>(spans: &[(T, T)]) -> usize {
+    (0..spans.len()).filter(|i| overlapping_span(spans, *i) > 0).count()
+}
+
 /// How real the races of a test were.
 #[derive(Debug, Default)]
 pub struct RaceStats {
@@ -403,24 +420,95 @@ pub struct RaceStats {
     pub contended_rounds: usize,
     /// Sum over rounds of the statements that overlapped the applied one.
     pub overlapping: usize,
+    /// Deliveries that ran at the same time as at least one other delivery of their round
+    /// (the `overlap` figure).
+    pub overlapped: usize,
+    /// Windows measured (a measurement may see only some of a round's deliveries).
+    pub windows: usize,
 }
 
 impl RaceStats {
+    /// A round of statements timed by the server (`received` / `finished` of every outcome).
     pub fn record(&mut self, outcomes: &[Outcome]) {
-        let n = overlapping_the_winner(outcomes);
+        let spans: Vec<_> =
+            outcomes.iter().map(|o| (o.received.expect("raced outcome"), o.finished.expect("raced outcome"))).collect();
+        let winners: Vec<usize> = outcomes.iter().enumerate().filter(|(_, o)| o.applied).map(|(i, _)| i).collect();
+        self.record_spans(&spans, &winners);
+    }
+
+    /// A round of deliveries as windows `(start, end)`; `winners` are the indexes of the ones
+    /// answered `applied` (one per race of the round: several when a round races several
+    /// messages, e.g. one per org). A winner counts as contended when another window overlaps
+    /// it; the round when any of its winners is.
+    pub fn record_spans<T: PartialOrd>(&mut self, spans: &[(T, T)], winners: &[usize]) {
         self.rounds += 1;
-        self.overlapping += n;
-        self.contended_rounds += usize::from(n > 0);
+        self.windows += spans.len();
+        self.overlapped += overlapping_any(spans);
+        let mut contended = false;
+        for w in winners {
+            let n = overlapping_span(spans, *w);
+            self.overlapping += n;
+            contended |= n > 0;
+        }
+        self.contended_rounds += usize::from(contended);
     }
 
     /// Print the statistics (visible with `--nocapture`) and fail if no round ever overlapped:
     /// then the harness, not the extension, was tested.
     pub fn assert_raced(&self, what: &str) {
         eprintln!(
-            "{what}: {} of {} rounds had statements in flight with the applied one ({} in all)",
-            self.contended_rounds, self.rounds, self.overlapping
+            "{what}: {} of {} rounds had statements in flight with the applied one ({} in all); \
+             {} of {} measured deliveries overlapped another of their round",
+            self.contended_rounds, self.rounds, self.overlapping, self.overlapped, self.windows
         );
         assert!(self.contended_rounds > 0, "{what}: no round really raced: {self:?}");
+    }
+}
+
+/// The server's windows of other sessions' statements, for races whose statements cannot
+/// time themselves (the relay's): the sessions of one `application_name` running `query`, read
+/// from `pg_stat_activity` — each idle session's last statement, `query_start` (when the
+/// backend received it, `statement_timestamp()`) .. `state_change` (when it went idle). A
+/// session that ran two statements between two reads shows only the second, so the windows
+/// are a lower bound of the statements.
+pub struct StatementWindows {
+    application_name: String,
+    query: String,
+    /// per backend pid, the `query_start` of the last statement already handed out
+    seen: HashMap<i32, SystemTime>,
+}
+
+impl StatementWindows {
+    pub fn new(application_name: &str, query: &str) -> Self {
+        Self { application_name: application_name.to_string(), query: query.to_string(), seen: HashMap::new() }
+    }
+
+    /// The windows of the statements that ended since the last read, and how many sessions
+    /// were still running a statement not seen before (no end yet: never measured).
+    pub async fn read_new(&mut self, db: &Client) -> (Vec<(SystemTime, SystemTime)>, u64) {
+        let rows = db
+            .query(
+                "SELECT pid, query_start, state_change, state = 'idle' FROM pg_catalog.pg_stat_activity
+                 WHERE application_name = $1 AND query = $2 AND query_start IS NOT NULL",
+                &[&self.application_name, &self.query],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("pg_stat_activity: {}", describe(&e)));
+        let mut windows = Vec::new();
+        let mut active = 0;
+        for r in rows {
+            let (pid, start): (i32, SystemTime) = (r.get(0), r.get(1));
+            // a statement still running is not measured, now or later
+            if self.seen.insert(pid, start) == Some(start) {
+                continue;
+            }
+            if r.get::<_, bool>(3) {
+                windows.push((start, r.get(2)));
+            } else {
+                active += 1;
+            }
+        }
+        (windows, active)
     }
 }
 
