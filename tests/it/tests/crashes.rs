@@ -400,6 +400,7 @@ async fn relay_sigkill_under_load_then_redelivery_applies_every_event_exactly_on
     figures.delivered = attempts;
     figures.duplicates = (senders.slot_message.len() - messages.len()) as u64;
     figures.retries = senders.retries.load(Ordering::Relaxed);
+    figures.reached = senders.reached();
     figures.note("relay starts", relay.starts as u64);
     let tally = vapi::outcomes(&senders.acked.lock().unwrap());
     figures.applied = tally.get("applied").copied().unwrap_or(0);
@@ -484,6 +485,7 @@ async fn postmaster_immediate_shutdown_under_load_loses_no_acknowledged_event_an
     figures.duplicates = (senders.slot_message.len() - messages.len()) as u64;
     let relay_retries = relay.db_retries().await;
     figures.retries = senders.retries.load(Ordering::Relaxed) + relay_retries;
+    figures.reached = senders.reached();
     figures.note("relay retries of transient database errors", relay_retries);
     let tally = vapi::outcomes(&senders.acked.lock().unwrap());
     figures.applied = tally.get("applied").copied().unwrap_or(0);

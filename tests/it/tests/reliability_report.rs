@@ -50,13 +50,19 @@ const EXPECTED: &[&str] = &[
 
 /// Tests whose figures must be positive: what they delivered, applied and checked.
 const POSITIVE: &[(&str, &[&str])] = &[
-    ("storms/sql: 64 connections x same message", &["delivered", "duplicates", "applied", "checks"]),
-    ("storms/relay: 64 HTTP connections x same message", &["delivered", "duplicates", "applied", "checks"]),
-    ("races/sql: random order vs serial", &["delivered", "duplicates", "applied", "checks"]),
-    ("races/relay: random order vs serial", &["delivered", "duplicates", "applied", "checks"]),
-    ("crashes/backend kill -9 mid-transaction", &["delivered", "applied", "checks"]),
-    ("crashes/relay SIGKILL under load", &["delivered", "applied", "checks"]),
-    ("crashes/postmaster immediate shutdown", &["delivered", "applied", "checks"]),
+    (
+        "storms/sql: 64 connections x same message",
+        &["delivered", "reached", "duplicates", "applied", "overlap", "checks"],
+    ),
+    (
+        "storms/relay: 64 HTTP connections x same message",
+        &["delivered", "reached", "duplicates", "applied", "overlap", "checks"],
+    ),
+    ("races/sql: random order vs serial", &["delivered", "reached", "duplicates", "applied", "overlap", "checks"]),
+    ("races/relay: random order vs serial", &["delivered", "reached", "duplicates", "applied", "overlap", "checks"]),
+    ("crashes/backend kill -9 mid-transaction", &["delivered", "reached", "applied", "retries", "checks"]),
+    ("crashes/relay SIGKILL under load", &["delivered", "reached", "applied", "retries", "checks"]),
+    ("crashes/postmaster immediate shutdown", &["delivered", "reached", "applied", "retries", "checks"]),
     ("fuzz/proptest messages -> handle_vapi_message", &["fuzz_cases", "applied", "checks"]),
     ("fuzz/mutated fixtures -> handle_vapi_message", &["fuzz_cases", "applied", "checks"]),
 ];
