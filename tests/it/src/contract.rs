@@ -127,11 +127,23 @@ struct Parser<'a> {
     s: &'a [u8],
     i: usize,
     depth: usize,
+    /// Syntax only (the relay's check): what only jsonb refuses is accepted.
+    syntax_only: bool,
 }
 
 /// Parse `text` as jsonb input does.
 pub fn parse(text: &str) -> Result<J, CastError> {
-    let mut p = Parser { s: text.as_bytes(), i: 0, depth: 0 };
+    parse_with(text, false)
+}
+
+/// Whether `text` is JSON at all (the relay's check: syntax only; `\u0000`, lone surrogates,
+/// depth and numeric range are the database's to judge).
+pub fn is_json(text: &str) -> bool {
+    parse_with(text, true).is_ok()
+}
+
+fn parse_with(text: &str, syntax_only: bool) -> Result<J, CastError> {
+    let mut p = Parser { s: text.as_bytes(), i: 0, depth: 0, syntax_only };
     p.ws();
     let v = p.value()?;
     p.ws();
@@ -258,10 +270,19 @@ impl Parser<'_> {
 
     fn nest(&mut self) -> Result<(), CastError> {
         self.depth += 1;
-        if self.depth > NESTING_OK {
+        if self.depth > NESTING_OK && !self.syntax_only {
             return Err(CastError::TooDeep);
         }
         Ok(())
+    }
+
+    /// A problem of jsonb, not of JSON: an error, unless only the syntax is checked.
+    fn jsonb_only(&self, e: CastError) -> Result<(), CastError> {
+        if self.syntax_only {
+            Ok(())
+        } else {
+            Err(e)
+        }
     }
 
     fn literal(&mut self, word: &str, v: J) -> Result<J, CastError> {
@@ -340,10 +361,10 @@ impl Parser<'_> {
         if !all_zero {
             let lead = int_digits.iter().take_while(|&&c| c == b'0').count();
             let int_len = (int_digits.len() - lead) as i64;
-            if int_len + exp > 131_072 || frac.len() as i64 - exp > 16_383 {
+            if (int_len + exp > 131_072 || frac.len() as i64 - exp > 16_383) && !self.syntax_only {
                 return Err(CastError::NumericOverflow);
             }
-        } else if frac.len() as i64 - exp > 16_383 {
+        } else if frac.len() as i64 - exp > 16_383 && !self.syntax_only {
             return Err(CastError::NumericOverflow);
         }
         Ok(J::Num(text))
@@ -365,12 +386,14 @@ impl Parser<'_> {
         let mut high: Option<u32> = None;
         loop {
             let c = self.peek().ok_or(CastError::Syntax)?;
+            if high.is_some() && c != b'\\' {
+                // a high surrogate not followed by an escape
+                self.jsonb_only(CastError::Surrogate)?;
+                high = None;
+            }
             match c {
                 b'"' => {
                     self.i += 1;
-                    if high.is_some() {
-                        return Err(CastError::Surrogate);
-                    }
                     return Ok(out);
                 }
                 0..=0x1f => return Err(CastError::Syntax),
@@ -378,34 +401,40 @@ impl Parser<'_> {
                     self.i += 1;
                     let e = self.peek().ok_or(CastError::Syntax)?;
                     self.i += 1;
-                    if e == b'u' {
-                        let cp = self.hex4()?;
-                        if (0xd800..=0xdbff).contains(&cp) {
-                            if high.is_some() {
-                                return Err(CastError::Surrogate);
-                            }
-                            high = Some(cp);
-                            continue;
-                        }
-                        let cp = if (0xdc00..=0xdfff).contains(&cp) {
-                            let Some(h) = high.take() else { return Err(CastError::Surrogate) };
-                            0x10000 + ((h - 0xd800) << 10) + (cp - 0xdc00)
-                        } else {
-                            if high.is_some() {
-                                return Err(CastError::Surrogate);
-                            }
-                            cp
-                        };
-                        if cp == 0 {
-                            return Err(CastError::Nul);
-                        }
-                        out.push(char::from_u32(cp).ok_or(CastError::Surrogate)?);
-                        continue;
+                    if e != b'u' && high.is_some() {
+                        self.jsonb_only(CastError::Surrogate)?;
+                        high = None;
                     }
-                    if high.is_some() {
-                        return Err(CastError::Surrogate);
-                    }
-                    out.push(match e {
+                    let ch = match e {
+                        b'u' => {
+                            let cp = self.hex4()?;
+                            if (0xd800..=0xdbff).contains(&cp) {
+                                if high.is_some() {
+                                    self.jsonb_only(CastError::Surrogate)?;
+                                }
+                                high = Some(cp);
+                                continue;
+                            }
+                            let cp = if (0xdc00..=0xdfff).contains(&cp) {
+                                match high.take() {
+                                    Some(h) => 0x10000 + ((h - 0xd800) << 10) + (cp - 0xdc00),
+                                    None => {
+                                        self.jsonb_only(CastError::Surrogate)?;
+                                        continue;
+                                    }
+                                }
+                            } else {
+                                if high.take().is_some() {
+                                    self.jsonb_only(CastError::Surrogate)?;
+                                }
+                                cp
+                            };
+                            if cp == 0 {
+                                self.jsonb_only(CastError::Nul)?;
+                                continue;
+                            }
+                            char::from_u32(cp).unwrap_or('\u{fffd}')
+                        }
                         b'"' => '"',
                         b'\\' => '\\',
                         b'/' => '/',
@@ -415,12 +444,10 @@ impl Parser<'_> {
                         b'r' => '\r',
                         b't' => '\t',
                         _ => return Err(CastError::Syntax),
-                    });
+                    };
+                    out.push(ch);
                 }
                 _ => {
-                    if high.is_some() {
-                        return Err(CastError::Surrogate);
-                    }
                     // a run of plain characters (the input is a &str, so it is whole UTF-8)
                     let start = self.i;
                     while self.peek().is_some_and(|c| c >= 0x20 && c != b'"' && c != b'\\') {
@@ -614,9 +641,10 @@ pub fn classify_http(world: &World, body: &[u8]) -> HttpPrediction {
     let Ok(text) = std::str::from_utf8(body) else { return HttpPrediction::NotJson };
     // The relay's check is JSON syntax: what the cast refuses beyond syntax (`\u0000`, a lone
     // surrogate, depth, numeric range) is the database's to answer (422).
-    match parse(text) {
-        Err(CastError::Syntax) => HttpPrediction::NotJson,
-        _ => HttpPrediction::Db(classify(world, text)),
+    if is_json(text) {
+        HttpPrediction::Db(classify(world, text))
+    } else {
+        HttpPrediction::NotJson
     }
 }
 
@@ -775,7 +803,7 @@ impl Moment {
         match self {
             Moment::Millis(ms) => {
                 let micros = (ms * 1000.0).round();
-                (micros >= PG_MIN_UNIX_MICROS && micros < MAX_UNIX_MICROS).then_some(micros as i64)
+                (PG_MIN_UNIX_MICROS..MAX_UNIX_MICROS).contains(&micros).then_some(micros as i64)
             }
             Moment::Iso(s) => iso_micros(s),
         }
@@ -875,14 +903,20 @@ pub fn iso_micros(s: &str) -> Option<i64> {
 /// `call.phoneNumberId` (README "The assistant is …").
 fn route(r: &mut Reader, world: &World, call: &J, assistant: Option<&J>) -> Option<Uuid> {
     let candidates = [
-        ("message.call.assistantId", match call.get("assistantId") {
-            Some(J::Str(s)) => Some(s.as_str()),
-            _ => None,
-        }),
-        ("message.assistant.id", match assistant.and_then(|a| a.get("id")) {
-            Some(J::Str(s)) => Some(s.as_str()),
-            _ => None,
-        }),
+        (
+            "message.call.assistantId",
+            match call.get("assistantId") {
+                Some(J::Str(s)) => Some(s.as_str()),
+                _ => None,
+            },
+        ),
+        (
+            "message.assistant.id",
+            match assistant.and_then(|a| a.get("id")) {
+                Some(J::Str(s)) => Some(s.as_str()),
+                _ => None,
+            },
+        ),
     ];
     for (field, id) in candidates {
         // reading: an empty id is "not given" (the README does not say)
@@ -937,7 +971,12 @@ pub fn classify(world: &World, text: &str) -> Prediction {
         Ok(b) => b,
         Err(e) => {
             return Prediction::Invalid {
-                defects: vec![Defect { stage: Stage::Cast, field: String::new(), sqlstate: e.sqlstate(), kind: e.kind() }],
+                defects: vec![Defect {
+                    stage: Stage::Cast,
+                    field: String::new(),
+                    sqlstate: e.sqlstate(),
+                    kind: e.kind(),
+                }],
             }
         }
     };
@@ -1155,7 +1194,8 @@ fn classify_body(r: &mut Reader, world: &World, body: &J) -> Option<Prediction> 
             let role = r.one_of("message.role", role, ROLES);
             let text = r.required("message.transcript", text, LINE_MAX);
             let (call, org) = routed?;
-            let event = Event::Line { call: call.clone(), role: role?.to_string(), micros: micros?, text: text?.to_string() };
+            let event =
+                Event::Line { call: call.clone(), role: role?.to_string(), micros: micros?, text: text?.to_string() };
             Some(Prediction::Valid { org, message_type: kind.to_string(), call, event })
         }
     }
@@ -1197,7 +1237,15 @@ mod tests {
         ] {
             assert_eq!(codes(&classify(&w, body)), vec![format!("{code} ")], "{body}");
         }
-        assert!(matches!(parse(r#"{"a":"\ud83d\ude00"}"#), Ok(_)));
+        assert!(parse(r#"{"a":"\ud83d\ude00"}"#).is_ok());
+        // the relay checks the syntax only: a syntax error after a `\u0000` is still not JSON
+        assert_eq!(parse(r#"{"a":"\u0000",}"#).unwrap_err(), CastError::Nul);
+        assert!(!is_json(r#"{"a":"\u0000",}"#));
+        assert!(is_json(r#"{"a":"\u0000\ud800x","b":1e999999999}"#));
+        let w = world().0;
+        assert_eq!(classify_http(&w, r#"{"a":"\u0000",}"#.as_bytes()), HttpPrediction::NotJson);
+        assert_eq!(classify_http(&w, &[b'{', 0xff, b'}']), HttpPrediction::NotJson);
+        assert_eq!(classify_http(&w, "x".repeat(BODY_LIMIT + 1).as_bytes()), HttpPrediction::TooLarge);
         assert!(matches!(parse("1e400"), Ok(J::Num(_))));
         assert_eq!(parse(r#"{"a":1,"a":2}"#).unwrap().get("a"), Some(&J::Num("2".into())));
     }
@@ -1210,13 +1258,23 @@ mod tests {
             r#"{"message":{"type":"status-update","status":"ringing","call":{"id":"c","assistantId":"asst_b","phoneNumberId":"pn_a","orgId":"x"},"org_id":"y"}}"#,
         );
         assert!(matches!(p, Prediction::Valid { org, .. } if org == b));
-        let p = classify(&w, r#"{"message":{"type":"status-update","status":"ringing","call":{"id":"c","assistantId":"","phoneNumberId":"pn_a"}}}"#);
+        let p = classify(
+            &w,
+            r#"{"message":{"type":"status-update","status":"ringing","call":{"id":"c","assistantId":"","phoneNumberId":"pn_a"}}}"#,
+        );
         assert!(matches!(p, Prediction::Valid { org, .. } if org == a));
-        let p = classify(&w, r#"{"message":{"type":"status-update","status":"ringing","call":{"id":"c","assistantId":"asst_gone","phoneNumberId":"pn_a"}}}"#);
+        let p = classify(
+            &w,
+            r#"{"message":{"type":"status-update","status":"ringing","call":{"id":"c","assistantId":"asst_gone","phoneNumberId":"pn_a"}}}"#,
+        );
         assert_eq!(codes(&p), vec!["42704 message.call.assistantId"]);
-        let p = classify(&w, r#"{"message":{"type":"status-update","status":"dialing","call":{"id":42,"assistantId":"asst_a"}}}"#);
+        let p = classify(
+            &w,
+            r#"{"message":{"type":"status-update","status":"dialing","call":{"id":42,"assistantId":"asst_a"}}}"#,
+        );
         assert_eq!(codes(&p), vec!["22023 message.call.id"], "decode before validation");
-        let p = classify(&w, r#"{"message":{"type":"status-update","status":"dialing","call":{"assistantId":"asst_a"}}}"#);
+        let p =
+            classify(&w, r#"{"message":{"type":"status-update","status":"dialing","call":{"assistantId":"asst_a"}}}"#);
         assert_eq!(codes(&p), vec!["22004 message.call.id", "22023 message.status"]);
         assert!(p.allows_error("22004", "message.call.id must not be null"));
         assert!(!p.allows_error("22004", "message.call must not be null"));

@@ -3,6 +3,15 @@
 //! out-of-range number or an invalid timestamp, plus extra fields and deep nesting; and a
 //! mutator of the fixture payloads (tests/fixtures/vapi) at the JSON and at the byte level.
 //!
+//! Every field of a generated message has a valid value and a defective one, and a plan picks
+//! which fields get the defective one: none (about a third of the bodies), exactly one (about
+//! half), or several. A third of the fixture mutants only move the fixture to another call id
+//! and plant foreign ids (another org's assistant or phone number id, `org_id` / `orgId` of
+//! another org), the rest get one mutation mostly, sometimes several and byte-level damage.
+//! The generators do not label their bodies: the fuzz tests classify each final body with
+//! `contract::classify`, which reads the whole body, so the label is true of what is sent.
+//! The ids come from a [`Ctx`] of several orgs.
+//!
 //! Some inputs cannot be expressed as a `serde_json::Value` (numbers beyond f64, lone UTF-16
 //! surrogate escapes, nesting deeper than serde_json's recursion limit): they are written as
 //! placeholders and substituted into the serialized text ([`finish`]).
@@ -401,17 +410,14 @@ pub fn message(ctx: &Ctx) -> BoxedStrategy<String> {
     ]
     .boxed();
     let role = select(vec!["user", "assistant"]).prop_map(Value::from).boxed();
-    let bad_role = prop_oneof![2 => select(vec!["bot", "system", "USER"]).prop_map(Value::from), 1 => nasty_text()].boxed();
+    let bad_role =
+        prop_oneof![2 => select(vec!["bot", "system", "USER"]).prop_map(Value::from), 1 => nasty_text()].boxed();
     let ttype = prop_oneof![5 => Just(Value::from("final")), 1 => Just(Value::from("partial"))].boxed();
     let bad_ttype =
         prop_oneof![2 => select(vec!["draft", "FINAL", ""]).prop_map(Value::from), 1 => nasty_text()].boxed();
-    let url = select(vec![
-        "https://recordings.example.com/a.wav",
-        "http://recordings.example.com/b.wav",
-        "https://",
-    ])
-    .prop_map(Value::from)
-    .boxed();
+    let url = select(vec!["https://recordings.example.com/a.wav", "http://recordings.example.com/b.wav", "https://"])
+        .prop_map(Value::from)
+        .boxed();
     let bad_url = prop_oneof![
         2 => select(vec!["ftp://recordings.example.com/c.wav", "javascript:alert(1)", "HTTPS://EXAMPLE.COM/UPPER.wav"]).prop_map(Value::from),
         1 => Just(Value::from(format!("https://x.example/{}", huge(2049, "u")))),
@@ -682,6 +688,14 @@ fn plant(rng: &mut Rng, ctx: &Ctx, v: &mut Value) {
 pub fn mutate(rng: &mut Rng, ctx: &Ctx, base: &Value) -> String {
     let mut v = base.clone();
     if rng.chance(0.35) {
+        // a call id of the shared pool (so the valid mutants are new events, not duplicates of
+        // the fixture), then foreign ids
+        if let Some(call) = v.pointer_mut("/message/call").and_then(Value::as_object_mut) {
+            call.insert("id".into(), Value::from(rng.pick(&ctx.calls).clone()));
+        }
+        if let Some(ts) = v.pointer_mut("/message/timestamp").filter(|t| t.is_number()) {
+            *ts = Value::from(crate::vapi::T0_MS + rng.below(86_400_000) as i64);
+        }
         for _ in 0..1 + rng.below(2) {
             plant(rng, ctx, &mut v);
         }
