@@ -27,6 +27,9 @@
 //! `lost` / `doubled` (an event answered only `duplicate`, or not-duplicate twice; a 422 whose
 //! body was not stored, or stored twice).
 //!
+//! A transient answer (40001 / 40P01, or the relay's 503) is sent again, up to 5 times, as a
+//! sender must (figure `retries`); a case is judged by its last answer.
+//!
 //! Figures: `delivered` (cases sent), `reached` (cases that got into `handle_vapi_message`: not
 //! stopped by the relay's size or JSON checks or by the `::jsonb` cast), `applied`, `refused`
 //! (refused with the predicted answer); notes count the valid, ignored and invalid cases by
@@ -378,10 +381,25 @@ async fn fuzz_sql(checker: Checker, mut cases: Vec<Case>) -> Checker {
                 let Some(case) = queue.lock().unwrap().pop() else {
                     break;
                 };
-                let result = client.query_one(vapi::HANDLE_VAPI_MESSAGE, &[&case.body]).await;
+                // a transient answer (README: 40001, "retry") is retried, as a sender must; the
+                // case is judged by its last answer
+                let mut retries = 0;
+                let result = loop {
+                    let result = client.query_one(vapi::HANDLE_VAPI_MESSAGE, &[&case.body]).await;
+                    let transient = result
+                        .as_ref()
+                        .err()
+                        .and_then(|e| e.code())
+                        .is_some_and(|c| matches!(c.code(), "40001" | "40P01"));
+                    if !transient || retries == 5 {
+                        break result;
+                    }
+                    retries += 1;
+                };
                 let lost = {
                     let mut c = checker.lock().unwrap();
                     c.sent(&case.prediction);
+                    c.figures.retries += retries;
                     match result {
                         Ok(row) => {
                             c.answer(&case, &row.get::<_, Value>(0));
@@ -521,13 +539,23 @@ async fn proptest_and_mutated_messages_through_the_relay() {
                 let Some((origin, body, http_prediction)) = queue.lock().unwrap().pop() else {
                     break;
                 };
-                let response = http
-                    .post(&url)
-                    .header("content-type", "application/json")
-                    .header("x-vapi-secret", voxanne_it::relay::SECRET)
-                    .body(body.clone())
-                    .send()
-                    .await;
+                // a 503 (transient, relay/README.md: "try again later") is sent again, as Vapi
+                // would; the case is judged by its last answer
+                let mut retries = 0;
+                let response = loop {
+                    let response = http
+                        .post(&url)
+                        .header("content-type", "application/json")
+                        .header("x-vapi-secret", voxanne_it::relay::SECRET)
+                        .body(body.clone())
+                        .send()
+                        .await;
+                    if !response.as_ref().is_ok_and(|r| r.status() == 503) || retries == 5 {
+                        break response;
+                    }
+                    retries += 1;
+                };
+                checker.lock().unwrap().figures.retries += retries;
                 let text = String::from_utf8_lossy(&body).into_owned();
                 let prediction = match &http_prediction {
                     HttpPrediction::Db(p) => p.clone(),
