@@ -5,7 +5,7 @@
 //!
 //! Every field of a generated message has a valid value and a defective one, and a plan picks
 //! which fields get the defective one: none (about a third of the bodies), exactly one (about
-//! half), or several. A third of the fixture mutants only move the fixture to another call id
+//! half), or several. Two in five fixture mutants only move the fixture to another call id
 //! and plant foreign ids (another org's assistant or phone number id, `org_id` / `orgId` of
 //! another org), the rest get one mutation mostly, sometimes several and byte-level damage.
 //! The generators do not label their bodies: the fuzz tests classify each final body with
@@ -682,12 +682,12 @@ fn plant(rng: &mut Rng, ctx: &Ctx, v: &mut Value) {
     }
 }
 
-/// A mutant of a fixture. About a third only plant foreign ids (and stay valid); the others
+/// A mutant of a fixture. Two in five only plant foreign ids (and stay valid); the others
 /// get 1-4 JSON-level mutations anywhere (missing keys, values of every kind, foreign ids),
 /// then, sometimes, byte-level damage to the text.
 pub fn mutate(rng: &mut Rng, ctx: &Ctx, base: &Value) -> String {
     let mut v = base.clone();
-    if rng.chance(0.35) {
+    if rng.chance(0.4) {
         // a call id of the shared pool (so the valid mutants are new events, not duplicates of
         // the fixture), then foreign ids
         if let Some(call) = v.pointer_mut("/message/call").and_then(Value::as_object_mut) {
