@@ -5,8 +5,8 @@
 //! Written from README.md ("Vapi messages", "Errors (SQLSTATE)", "Input limits"),
 //! docs/ARCHITECTURE.md (hops: the `::jsonb` cast, decode (hop 6), validation (hop 8), the
 //! tenant statement (hop 10)) and relay/README.md ("Outcome mapping"). Where the documents are
-//! silent the rule chosen is marked `reading:`; those are listed in the fuzz test's report as
-//! gaps of the documentation, not as settled facts.
+//! silent the rule chosen is marked `reading:`: gaps of the documentation to be settled there,
+//! not facts the documents state.
 //!
 //! A body has zero or more defects. With several, the product may report any one of those of
 //! the earliest stage (the cast, then the decode of the message's JSON types, then each value's

@@ -36,7 +36,7 @@
 //! message type and defect kind.
 //!
 //! CI: 3,000 + 2,000 + 2,000 cases (seeded); VOXANNE_LONG=1: 50,000 + 30,000 + 25,000.
-//! VOXANNE_SEED replays another seed.
+//! VOXANNE_SEED replays another seed; VOXANNE_FUZZ_VERBOSE=1 prints every violation with its whole body.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -153,7 +153,9 @@ impl Checker {
             clip(&case.body)
         );
         if std::env::var("VOXANNE_FUZZ_VERBOSE").is_ok() {
-            eprintln!("VIOLATION {message}");
+            // the whole body, unless it is huge
+            let body = if case.body.len() <= 8192 { case.body.clone() } else { clip(&case.body) };
+            eprintln!("VIOLATION {}: predicted {}, got {got} — body: {body}", case.origin, case.prediction.describe());
         }
         self.figures.violation("errors", message);
     }
