@@ -27,6 +27,9 @@
 //! `lost` / `doubled` (an event answered only `duplicate`, or not-duplicate twice; a 422 whose
 //! body was not stored, or stored twice).
 //!
+//! Not checked here: whether a status is `applied` or `stale` (only that its event has one
+//! non-duplicate answer), and the values stored (cost, summary, …): the model's job.
+//!
 //! A transient answer (40001 / 40P01, or the relay's 503) is sent again, up to 5 times, as a
 //! sender must (figure `retries`); a case is judged by its last answer.
 //!
