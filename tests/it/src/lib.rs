@@ -21,6 +21,7 @@ pub use tokio_postgres;
 
 // The reliability and security suite (storms, races, crashes, fuzz, attacks, catalog, report).
 pub mod cluster;
+pub mod contract;
 pub mod figures;
 pub mod fuzz;
 pub mod model;

@@ -2,19 +2,44 @@
 //! strategies for whole messages, and mutations of the fixture payloads — straight to
 //! `handle_vapi_message` (as the relay calls it, `$1::text::jsonb`) and through the relay.
 //!
-//! Every case must end in a documented answer: a result, or a documented SQLSTATE (the README's
-//! "Errors" table, or a code the relay README maps to 422 — which covers the `::jsonb` cast's
-//! own 22P02 / 22P05; both read from the READMEs at run time), or through the relay a
-//! documented HTTP status (200, 400 for a body that is not JSON, 413 above the body limit, 422
-//! with a documented code). Counted as failures:
-//! `panics` (XX000 — a Rust panic surfaces as XX000 with its message), `crashes` (a backend died:
-//! the connection closed, or a sentinel session of the same cluster did not survive), `errors`
-//! (any other answer), `partial` (rows written by a failed case: the org's row counts must equal
-//! what the successful answers account for, and vapi::partial_rows must find nothing), `leaks`
-//! (an answer naming another org).
+//! Every body is classified before it is sent by `voxanne_it::contract`, a classifier written
+//! from the documented rules (README "Vapi messages", "Errors", "Input limits";
+//! docs/ARCHITECTURE.md; relay/README.md "Outcome mapping") that never calls the product:
+//! - **valid**: it must be answered `applied`, `stale` (a status only) or `duplicate`, naming the
+//!   org the classifier derived from the route (assistant id, else phone number id), its call id,
+//!   message type and event id; every event (status, report, transcript line) of every org must
+//!   have exactly one non-duplicate answer (a report or a line: `applied`), so a valid body that
+//!   is refused, a duplicate without its effect, or an effect applied twice all fail;
+//! - **ignored** (a type the product does not act on, a partial transcript): `applied: false`
+//!   and the predicted `ignored` label;
+//! - **invalid**: the one SQLSTATE of its defect (with several defects, one of theirs), and the
+//!   error message must name the offending field as it was sent (`message.call.id`); through
+//!   the relay 413 above the body limit, 400 for a body that is not UTF-8 or not JSON, 422 with
+//!   that code otherwise. A different documented code is a violation.
+//!
+//! Three orgs, an inactive agent and one shared pool of call ids in every test; bodies carry
+//! other orgs' assistant and phone number ids, call ids other orgs use, and `org_id` / `orgId`
+//! of other orgs. Counted as failures: `panics` (XX000), `crashes` (a backend died: the
+//! connection closed, or a sentinel session of the same cluster did not survive), `errors` (an
+//! answer other than the predicted one, with the case, the prediction and the answer), `leaks`
+//! (an answer naming an org other than the predicted one), `partial` (each org's row counts
+//! must equal what its own answers account for, and vapi::partial_rows must find nothing),
+//! `lost` / `doubled` (an event answered only `duplicate`, or not-duplicate twice; a 422 whose
+//! body was not stored, or stored twice).
+//!
+//! Not checked here: whether a status is `applied` or `stale` (only that its event has one
+//! non-duplicate answer), and the values stored (cost, summary, …): the model's job.
+//!
+//! A transient answer (40001 / 40P01, or the relay's 503) is sent again, up to 5 times, as a
+//! sender must (figure `retries`); a case is judged by its last answer.
+//!
+//! Figures: `delivered` (cases sent), `reached` (cases that got into `handle_vapi_message`: not
+//! stopped by the relay's size or JSON checks or by the `::jsonb` cast), `applied`, `refused`
+//! (refused with the predicted answer); notes count the valid, ignored and invalid cases by
+//! message type and defect kind.
 //!
 //! CI: 3,000 + 2,000 + 2,000 cases (seeded); VOXANNE_LONG=1: 50,000 + 30,000 + 25,000.
-//! VOXANNE_SEED replays another seed.
+//! VOXANNE_SEED replays another seed; VOXANNE_FUZZ_VERBOSE=1 prints every violation with its whole body.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -23,6 +48,8 @@ use proptest::strategy::{Strategy, ValueTree};
 use proptest::test_runner::{Config as PtConfig, RngAlgorithm, TestRng, TestRunner};
 use serde_json::Value;
 use tokio_postgres::Client;
+use uuid::Uuid;
+use voxanne_it::contract::{self, Agent, Defect, Event, HttpPrediction, Prediction, Stage, World};
 use voxanne_it::figures::{scale, seed, Figures, Rng};
 use voxanne_it::fuzz::{self, Ctx};
 use voxanne_it::relay::Relay;
@@ -30,8 +57,20 @@ use voxanne_it::vapi;
 use voxanne_it::*;
 
 const CONNECTIONS: usize = 4;
+const ORGS: usize = 3;
+/// The ignored labels the notes count one by one (the fixtures' and Vapi's usual types); other
+/// message types the fuzz makes up are counted together.
+const IGNORED_TYPES: &[&str] = &[
+    "transcript[partial]",
+    "assistant-request",
+    "conversation-update",
+    "hang",
+    "model-output",
+    "speech-update",
+    "tool-calls",
+];
 
-/// What the successful answers imply the org's tables hold.
+/// What the successful answers imply one org's tables hold.
 #[derive(Default)]
 struct Expect {
     calls: BTreeSet<String>,
@@ -40,96 +79,211 @@ struct Expect {
     outbox: i64,
 }
 
+/// An event: a transcript line as the classifier keys it (call, role, moment, text); a status
+/// or report, or any answer that was not the predicted one, by the event id the answer names.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Key {
+    Predicted(Event),
+    Answered(String),
+}
+
+/// One body with what the classifier predicts for it, and where it came from.
+struct Case {
+    origin: String,
+    body: String,
+    prediction: Prediction,
+}
+
+impl Case {
+    fn new(world: &World, origin: impl Into<String>, body: String) -> Self {
+        let prediction = contract::classify(world, &body);
+        Self { origin: origin.into(), body, prediction }
+    }
+}
+
 struct Checker {
-    org: Org,
-    /// Bodies that are valid as sent (the unmutated fixtures): refusing one is a violation.
-    valid: BTreeSet<String>,
-    expect: Expect,
+    orgs: Vec<Org>,
+    expect: BTreeMap<Uuid, Expect>,
+    /// Per org and event: the outcomes of its answers.
+    events: BTreeMap<(Uuid, Key), Vec<String>>,
     codes: BTreeMap<String, u64>,
     outcomes: BTreeMap<String, u64>,
+    predicted: BTreeMap<String, BTreeMap<String, u64>>,
     figures: Figures,
 }
 
+/// Codes only the `::jsonb` cast raises: a case answered with one did not reach the statement.
+fn is_cast_error(code: &str, message: &str) -> bool {
+    matches!(code, "22P02" | "22P05" | "54001") || message == "value overflows numeric format"
+}
+
 impl Checker {
-    fn new(org: Org, name: &'static str) -> Self {
+    fn new(orgs: Vec<Org>, name: &'static str) -> Self {
         Self {
-            org,
-            valid: BTreeSet::new(),
-            expect: Expect::default(),
+            expect: orgs.iter().map(|o| (o.id, Expect::default())).collect(),
+            orgs,
+            events: BTreeMap::new(),
             codes: BTreeMap::new(),
             outcomes: BTreeMap::new(),
+            predicted: BTreeMap::new(),
             figures: Figures::new(name),
         }
     }
 
-    fn answer(&mut self, v: &Value, body: &str) {
-        if let Some(kind) = v.get("ignored") {
-            if v.get("applied") != Some(&Value::Bool(false)) {
-                self.figures.violation("errors", format!("ignored {kind} but applied: {v}"));
+    /// Count a case sent, by what it was predicted to be.
+    fn sent(&mut self, prediction: &Prediction) {
+        self.figures.fuzz_cases += 1;
+        self.figures.delivered += 1;
+        let group = match prediction {
+            Prediction::Valid { .. } => "valid cases by message type",
+            Prediction::Ignored { .. } => "ignored cases by label",
+            Prediction::Invalid { .. } => "invalid cases by defect kind",
+        };
+        let label = match prediction {
+            Prediction::Ignored { label } if !IGNORED_TYPES.contains(&label.as_str()) => {
+                "ignored (another type)".into()
             }
+            p => p.label(),
+        };
+        *self.predicted.entry(group.into()).or_default().entry(label).or_default() += 1;
+    }
+
+    fn wrong(&mut self, case: &Case, got: impl std::fmt::Display) {
+        let message = format!(
+            "{}: predicted {}, got {got} — body: {}",
+            case.origin,
+            case.prediction.describe(),
+            clip(&case.body)
+        );
+        if std::env::var("VOXANNE_FUZZ_VERBOSE").is_ok() {
+            // the whole body, unless it is huge
+            let body = if case.body.len() <= 8192 { case.body.clone() } else { clip(&case.body) };
+            eprintln!("VIOLATION {}: predicted {}, got {got} — body: {body}", case.origin, case.prediction.describe());
+        }
+        self.figures.violation("errors", message);
+    }
+
+    fn answer(&mut self, case: &Case, v: &Value) {
+        self.figures.reached += 1;
+        if let Some(kind) = v.get("ignored") {
             *self.outcomes.entry("ignored".into()).or_default() += 1;
+            match &case.prediction {
+                Prediction::Ignored { label }
+                    if kind.as_str() == Some(label.as_str()) && v.get("applied") == Some(&Value::Bool(false)) => {}
+                _ => self.wrong(case, format!("answer {v}")),
+            }
             return;
         }
         let outcome = v.get("outcome").and_then(Value::as_str).unwrap_or("?").to_string();
-        let applied = v.get("applied").and_then(Value::as_bool);
-        let org = v.get("org_id").and_then(Value::as_str).unwrap_or("?");
-        let kind = v.get("message_type").and_then(Value::as_str).unwrap_or("?");
-        let call = v.get("vapi_call_id").and_then(Value::as_str);
         *self.outcomes.entry(outcome.clone()).or_default() += 1;
-        if org != self.org.id.to_string() {
-            self.figures.violation("leaks", format!("answer names org {org}: {v}"));
-            return;
+        if outcome == "applied" {
+            self.figures.applied += 1;
         }
-        let (Some(applied), Some(call)) = (applied, call) else {
-            self.figures.violation("errors", format!("malformed answer {v} to {body}"));
-            return;
+        let got_org = v.get("org_id").and_then(Value::as_str).and_then(|o| o.parse::<Uuid>().ok());
+        let call = v.get("vapi_call_id").and_then(Value::as_str).unwrap_or("?").to_string();
+        let event_id = v.get("event_id").and_then(Value::as_str).unwrap_or("?").to_string();
+        let message_type = v.get("message_type").and_then(Value::as_str).unwrap_or("?");
+        let applied = v.get("applied").and_then(Value::as_bool);
+        let well_formed =
+            matches!(outcome.as_str(), "applied" | "duplicate" | "stale") && applied == Some(outcome == "applied");
+        // what the answer says it did, so the row counts stay exact even when it was not the
+        // predicted answer (that is counted once, below, not again as rows)
+        let key = match &case.prediction {
+            Prediction::Valid { org, message_type: want_type, call: want_call, event } => {
+                let fits = well_formed
+                    && got_org == Some(*org)
+                    && call == *want_call
+                    && message_type == want_type
+                    && match event {
+                        Event::Status(id) => event_id == *id,
+                        Event::Report(id) => event_id == *id && outcome != "stale",
+                        Event::Line { .. } => outcome != "stale",
+                    };
+                if got_org != Some(*org) {
+                    let message =
+                        format!("{}: answer names org {got_org:?}, the route's org is {org}: {v}", case.origin);
+                    self.figures.violation("leaks", format!("{message} — body: {}", clip(&case.body)));
+                } else if !fits {
+                    self.wrong(case, format!("answer {v}"));
+                }
+                match event {
+                    // the classifier's own key of a line (the answer's is the product's hash)
+                    Event::Line { .. } if fits => Key::Predicted(event.clone()),
+                    // a status or report event: its id, checked above to be the predicted one
+                    _ => Key::Answered(event_id),
+                }
+            }
+            _ => {
+                self.wrong(case, format!("answer {v}"));
+                Key::Answered(event_id)
+            }
         };
-        if !matches!(outcome.as_str(), "applied" | "duplicate" | "stale") || applied != (outcome == "applied") {
-            self.figures.violation("errors", format!("answer {v}"));
+        let Some(org) = got_org.filter(|o| self.expect.contains_key(o)) else { return };
+        if !well_formed {
             return;
         }
-        self.expect.calls.insert(call.to_string());
-        self.expect.outbox += i64::from(applied);
-        if kind.starts_with("transcript") {
-            self.expect.lines += i64::from(applied);
+        let applied = outcome == "applied";
+        let e = self.expect.get_mut(&org).expect("a known org");
+        e.calls.insert(call);
+        e.outbox += i64::from(applied);
+        if message_type.starts_with("transcript") {
+            e.lines += i64::from(applied);
         } else if outcome != "duplicate" {
-            self.expect.ledger += 1;
+            e.ledger += 1;
         }
+        self.events.entry((org, key)).or_default().push(outcome);
     }
 
-    fn error(&mut self, code: &str, message: &str, body: &str) {
+    fn error(&mut self, case: &Case, code: &str, message: &str) {
         *self.codes.entry(code.to_string()).or_default() += 1;
-        if self.valid.contains(body) {
-            self.figures
-                .violation("errors", format!("a valid fixture was refused: {code} {message} — body: {}", clip(body)));
+        if !is_cast_error(code, message) {
+            self.figures.reached += 1;
         }
         if code == "XX000" {
-            self.figures.violation("panics", format!("XX000 {message} — body: {}", clip(body)));
-        } else if !vapi::is_documented_data_error(code) {
-            self.figures.violation("errors", format!("undocumented {code} {message} — body: {}", clip(body)));
+            self.figures.violation("panics", format!("{}: XX000 {message} — body: {}", case.origin, clip(&case.body)));
+        } else if case.prediction.allows_error(code, message) {
+            self.figures.refused += 1;
+        } else {
+            self.wrong(case, format!("{code} {message}"));
         }
     }
 
-    /// The org's rows are exactly what the successful answers account for, and consistent.
+    /// Every event has exactly one answer that is not `duplicate`; each org's rows are exactly
+    /// what its answers account for, and consistent.
     async fn check_rows(&mut self, db: &Client) {
-        let calls = count_org_rows(db, "calls", &self.org).await;
-        let ledger = count_org_rows(db, "processed_webhook_events", &self.org).await;
-        let lines = count_org_rows(db, "call_transcripts", &self.org).await;
-        let outbox = count_org_rows(db, "outbox", &self.org).await;
-        for (what, got, want) in [
-            ("calls", calls, self.expect.calls.len() as i64),
-            ("ledger", ledger, self.expect.ledger),
-            ("call_transcripts", lines, self.expect.lines),
-            ("outbox", outbox, self.expect.outbox),
-        ] {
-            if got != want {
-                self.figures.violation("partial", format!("{what}: {got} rows, the answers account for {want}"));
+        for ((org, event), outcomes) in &self.events {
+            let effects = outcomes.iter().filter(|o| *o != "duplicate").count();
+            if effects == 0 {
+                self.figures.violation("lost", format!("org {org}: {event:?} answered only {outcomes:?}"));
+            } else if effects > 1 {
+                self.figures.violation("doubled", format!("org {org}: {event:?} answered {outcomes:?}"));
             }
         }
-        for p in vapi::partial_rows(db, self.org.id).await {
-            self.figures.violation("partial", p);
+        for org in self.orgs.clone() {
+            let want = &self.expect[&org.id];
+            let want = [want.calls.len() as i64, want.ledger, want.lines, want.outbox];
+            for ((what, table), want) in [
+                ("calls", "calls"),
+                ("ledger", "processed_webhook_events"),
+                ("call_transcripts", "call_transcripts"),
+                ("outbox", "outbox"),
+            ]
+            .into_iter()
+            .zip(want)
+            {
+                let got = count_org_rows(db, table, &org).await;
+                if got != want {
+                    self.figures.violation(
+                        "partial",
+                        format!("org {}: {what}: {got} rows, its answers account for {want}", org.id),
+                    );
+                }
+            }
+            for p in vapi::partial_rows(db, org.id).await {
+                self.figures.violation("partial", p);
+            }
+            self.figures.checks += 1;
         }
-        self.figures.checks += 1;
     }
 }
 
@@ -144,19 +298,49 @@ fn clip(s: &str) -> String {
     format!("{}… ({} bytes)", &s[..end], s.len())
 }
 
-/// A fresh org with an agent for an assistant and a phone number, and a pool of call ids.
-async fn context(db: &Client) -> (Org, Ctx) {
-    let org = Org::create(db).await;
-    let phone = unique("pn");
+/// Three fresh orgs, each with an agent for an assistant and a phone number; a fourth
+/// assistant registered to the last org and deactivated; a pool of call ids they all use; and
+/// the classifier's view of the same agents.
+async fn context(db: &Client) -> (Vec<Org>, Ctx, World) {
+    let mut orgs = Vec::new();
+    let mut phones = Vec::new();
+    let mut world = World::default();
+    for _ in 0..ORGS {
+        let org = Org::create(db).await;
+        let phone = unique("pn");
+        db.execute(
+            "SELECT voxanne.upsert_agent(p_org_id => $1, p_vapi_assistant_id => $2, p_vapi_phone_number_id => $3)",
+            &[&org.id, &org.assistant_id, &phone],
+        )
+        .await
+        .expect("register the phone number");
+        world.agents.push(Agent {
+            org: org.id,
+            assistant: org.assistant_id.clone(),
+            phone: Some(phone.clone()),
+            active: true,
+        });
+        phones.push(phone);
+        orgs.push(org);
+    }
+    let inactive = unique("asst_off");
+    let last = orgs.last().unwrap().id;
     db.execute(
-        "SELECT voxanne.upsert_agent(p_org_id => $1, p_vapi_assistant_id => $2, p_vapi_phone_number_id => $3)",
-        &[&org.id, &org.assistant_id, &phone],
+        "SELECT voxanne.upsert_agent(p_org_id => $1, p_vapi_assistant_id => $2, p_active => false)",
+        &[&last, &inactive],
     )
     .await
-    .expect("register the phone number");
-    let calls = (0..40).map(|i| format!("fz_{i}_{}", uuid::Uuid::new_v4().simple())).collect();
-    let ctx = Ctx { assistant: org.assistant_id.clone(), phone, calls };
-    (org, ctx)
+    .expect("register an inactive agent");
+    world.agents.push(Agent { org: last, assistant: inactive.clone(), phone: None, active: false });
+    let calls = (0..100).map(|i| format!("fz_{i}_{}", uuid::Uuid::new_v4().simple())).collect();
+    let ctx = Ctx {
+        orgs: orgs.iter().map(|o| o.id.to_string()).collect(),
+        assistants: orgs.iter().map(|o| o.assistant_id.clone()).collect(),
+        phones,
+        inactive,
+        calls,
+    };
+    (orgs, ctx, world)
 }
 
 /// A session that must survive the whole test: a backend crash anywhere in the cluster makes
@@ -188,35 +372,54 @@ fn runner(seed: u64) -> TestRunner {
     TestRunner::new_with_rng(PtConfig::default(), TestRng::from_seed(RngAlgorithm::ChaCha, &bytes))
 }
 
-/// Run `bodies` through `handle_vapi_message` on `CONNECTIONS` connections.
-async fn fuzz_sql(checker: Checker, bodies: Vec<String>) -> Checker {
+/// Run `cases` through `handle_vapi_message` on `CONNECTIONS` connections.
+async fn fuzz_sql(checker: Checker, mut cases: Vec<Case>) -> Checker {
+    cases.reverse(); // popped from the end: sent in order
     let checker = Arc::new(Mutex::new(checker));
-    let queue = Arc::new(Mutex::new(bodies));
+    let queue = Arc::new(Mutex::new(cases));
     let mut tasks = Vec::new();
     for _ in 0..CONNECTIONS {
         let (checker, queue) = (checker.clone(), queue.clone());
         tasks.push(tokio::spawn(async move {
             let mut client = connect().await;
             loop {
-                let Some(body) = queue.lock().unwrap().pop() else {
+                let Some(case) = queue.lock().unwrap().pop() else {
                     break;
                 };
-                let result = client.query_one(vapi::HANDLE_VAPI_MESSAGE, &[&body]).await;
+                // a transient answer (README: 40001, "retry") is retried, as a sender must; the
+                // case is judged by its last answer
+                let mut retries = 0;
+                let result = loop {
+                    let result = client.query_one(vapi::HANDLE_VAPI_MESSAGE, &[&case.body]).await;
+                    let transient = result
+                        .as_ref()
+                        .err()
+                        .and_then(|e| e.code())
+                        .is_some_and(|c| matches!(c.code(), "40001" | "40P01"));
+                    if !transient || retries == 5 {
+                        break result;
+                    }
+                    retries += 1;
+                };
                 let lost = {
                     let mut c = checker.lock().unwrap();
-                    c.figures.fuzz_cases += 1;
+                    c.sent(&case.prediction);
+                    c.figures.retries += retries;
                     match result {
                         Ok(row) => {
-                            c.answer(&row.get::<_, Value>(0), &body);
+                            c.answer(&case, &row.get::<_, Value>(0));
                             false
                         }
                         Err(e) => match e.as_db_error() {
                             Some(db) => {
-                                c.error(db.code().code(), db.message(), &body);
+                                c.error(&case, db.code().code(), db.message());
                                 false
                             }
                             None => {
-                                c.figures.violation("crashes", format!("connection lost: {e} — body: {}", clip(&body)));
+                                c.figures.violation(
+                                    "crashes",
+                                    format!("connection lost: {e} — {}: {}", case.origin, clip(&case.body)),
+                                );
                                 true
                             }
                         },
@@ -238,11 +441,15 @@ async fn finish(mut checker: Checker, db: &Client, sentinel: &Sentinel) {
     checker.check_rows(db).await;
     sentinel.check(&mut checker.figures).await;
     let codes = serde_json::to_value(&checker.codes).unwrap();
-    checker.figures.applied = checker.outcomes.get("applied").copied().unwrap_or(0);
     let outcomes = serde_json::to_value(&checker.outcomes).unwrap();
     checker.figures.note("sqlstates", codes);
     checker.figures.note("answers", outcomes);
-    checker.figures.delivered = checker.figures.fuzz_cases;
+    checker.figures.note("orgs", checker.orgs.len() as u64);
+    for (group, counts) in std::mem::take(&mut checker.predicted) {
+        let total: u64 = counts.values().sum();
+        checker.figures.note(&group, serde_json::to_value(&counts).unwrap());
+        checker.figures.note(&format!("{} (total)", group.split(" by ").next().unwrap()), total);
+    }
     checker.figures.finish();
 }
 
@@ -251,11 +458,15 @@ async fn proptest_messages_through_handle_vapi_message() {
     let cases = scale(3_000, 50_000);
     let db = connect().await;
     let sentinel = Sentinel::start().await;
-    let (org, ctx) = context(&db).await;
+    let (orgs, ctx, world) = context(&db).await;
     let mut runner = runner(seed(0xf022_0001));
     let strategy = fuzz::message(&ctx);
-    let bodies: Vec<String> = (0..cases).map(|_| strategy.new_tree(&mut runner).expect("generate").current()).collect();
-    let checker = fuzz_sql(Checker::new(org, "fuzz/proptest messages -> handle_vapi_message"), bodies).await;
+    let cases: Vec<Case> = (0..cases)
+        .map(|i| {
+            Case::new(&world, format!("proptest #{i}"), strategy.new_tree(&mut runner).expect("generate").current())
+        })
+        .collect();
+    let checker = fuzz_sql(Checker::new(orgs, "fuzz/proptest messages -> handle_vapi_message"), cases).await;
     finish(checker, &db, &sentinel).await;
 }
 
@@ -264,19 +475,18 @@ async fn mutated_fixtures_through_handle_vapi_message() {
     let cases = scale(2_000, 30_000);
     let db = connect().await;
     let sentinel = Sentinel::start().await;
-    let (org, ctx) = context(&db).await;
+    let (orgs, ctx, world) = context(&db).await;
     let fixtures = fuzz::fixtures(&ctx);
     let mut rng = Rng::new(seed(0xf022_0002));
     let mut bodies = Vec::with_capacity(cases);
-    // the fixtures themselves first, then their mutants
-    bodies.extend(fixtures.iter().map(|(_, v)| v.to_string()));
+    // the fixtures themselves first (each org's), then their mutants
+    bodies.extend(fixtures.iter().map(|(name, v)| Case::new(&world, name.clone(), v.to_string())));
     while bodies.len() < cases {
-        let (_, base) = &fixtures[rng.below(fixtures.len())];
-        bodies.push(fuzz::mutate(&mut rng, &ctx, base));
+        let (name, base) = &fixtures[rng.below(fixtures.len())];
+        let i = bodies.len();
+        bodies.push(Case::new(&world, format!("mutant #{i} of {name}"), fuzz::mutate(&mut rng, &ctx, base)));
     }
-    bodies.reverse(); // fuzz_sql pops from the end
-    let mut checker = Checker::new(org, "fuzz/mutated fixtures -> handle_vapi_message");
-    checker.valid = fixtures.iter().map(|(_, v)| v.to_string()).collect();
+    let checker = Checker::new(orgs, "fuzz/mutated fixtures -> handle_vapi_message");
     let checker = fuzz_sql(checker, bodies).await;
     finish(checker, &db, &sentinel).await;
 }
@@ -286,7 +496,7 @@ async fn proptest_and_mutated_messages_through_the_relay() {
     let cases = scale(2_000, 25_000);
     let db = connect().await;
     let sentinel = Sentinel::start().await;
-    let (org, ctx) = context(&db).await;
+    let (orgs, ctx, world) = context(&db).await;
     let url = std::env::var("VOXANNE_DATABASE_URL").expect("VOXANNE_DATABASE_URL");
     let relay = Relay::start(&url, &["--pool-size", "4"]).await;
     let rejected_before: i64 =
@@ -296,26 +506,32 @@ async fn proptest_and_mutated_messages_through_the_relay() {
     let strategy = fuzz::message(&ctx);
     let fixtures = fuzz::fixtures(&ctx);
     let mut rng = Rng::new(seed(0xf022_0004));
-    let mut bodies: Vec<Vec<u8>> = Vec::with_capacity(cases);
+    let mut bodies: Vec<(String, Vec<u8>, HttpPrediction)> = Vec::with_capacity(cases);
     while bodies.len() < cases {
-        let body = match bodies.len() % 20 {
+        let i = bodies.len();
+        let (origin, body) = match i % 20 {
             // raw bytes that are not UTF-8
             19 => {
-                let mut b = fixtures[rng.below(fixtures.len())].1.to_string().into_bytes();
-                let i = rng.below(b.len());
-                b.insert(i, 0xff);
-                b
+                let (name, v) = &fixtures[rng.below(fixtures.len())];
+                let mut b = v.to_string().into_bytes();
+                let at = rng.below(b.len());
+                b.insert(at, 0xff);
+                (format!("#{i}: {name} with a byte 0xff"), b)
             }
-            k if k % 2 == 0 => strategy.new_tree(&mut runner).expect("generate").current().into_bytes(),
+            k if k % 2 == 0 => {
+                (format!("#{i}: proptest"), strategy.new_tree(&mut runner).expect("generate").current().into_bytes())
+            }
             _ => {
-                let base = &fixtures[rng.below(fixtures.len())].1;
-                fuzz::mutate(&mut rng, &ctx, base).into_bytes()
+                let (name, base) = &fixtures[rng.below(fixtures.len())];
+                (format!("#{i}: mutant of {name}"), fuzz::mutate(&mut rng, &ctx, base).into_bytes())
             }
         };
-        bodies.push(body);
+        let prediction = contract::classify_http(&world, &body);
+        bodies.push((origin, body, prediction));
     }
+    bodies.reverse();
 
-    let checker = Arc::new(Mutex::new(Checker::new(org, "fuzz/proptest + mutated messages -> relay")));
+    let checker = Arc::new(Mutex::new(Checker::new(orgs, "fuzz/proptest + mutated messages -> relay")));
     let rejected = Arc::new(Mutex::new(Vec::<(String, String)>::new()));
     let queue = Arc::new(Mutex::new(bodies));
     let mut tasks = Vec::new();
@@ -325,25 +541,52 @@ async fn proptest_and_mutated_messages_through_the_relay() {
         tasks.push(tokio::spawn(async move {
             let db = connect().await;
             loop {
-                let Some(body) = queue.lock().unwrap().pop() else {
+                let Some((origin, body, http_prediction)) = queue.lock().unwrap().pop() else {
                     break;
                 };
-                let response = http
-                    .post(&url)
-                    .header("content-type", "application/json")
-                    .header("x-vapi-secret", voxanne_it::relay::SECRET)
-                    .body(body.clone())
-                    .send()
-                    .await;
+                // a 503 (transient, relay/README.md: "try again later") is sent again, as Vapi
+                // would; the case is judged by its last answer
+                let mut retries = 0;
+                let response = loop {
+                    let response = http
+                        .post(&url)
+                        .header("content-type", "application/json")
+                        .header("x-vapi-secret", voxanne_it::relay::SECRET)
+                        .body(body.clone())
+                        .send()
+                        .await;
+                    if !response.as_ref().is_ok_and(|r| r.status() == 503) || retries == 5 {
+                        break response;
+                    }
+                    retries += 1;
+                };
+                checker.lock().unwrap().figures.retries += retries;
                 let text = String::from_utf8_lossy(&body).into_owned();
+                let prediction = match &http_prediction {
+                    HttpPrediction::Db(p) => p.clone(),
+                    // refused by the relay before the database: the HTTP status is the answer
+                    other => Prediction::Invalid {
+                        defects: vec![Defect {
+                            stage: Stage::Relay,
+                            field: String::new(),
+                            sqlstate: if *other == HttpPrediction::TooLarge { "HTTP 413" } else { "HTTP 400" },
+                            kind: if *other == HttpPrediction::TooLarge { "over the body limit" } else { "not UTF-8 or not JSON" },
+                        }],
+                    },
+                };
+                let case = Case { origin, body: text.clone(), prediction };
                 let (status, answer) = match response {
                     Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
+                    // the relay answers 413 on the declared length and closes while the client
+                    // may still be writing: the client then sees EPIPE or a reset, not the 413
+                    Err(e) if http_prediction == HttpPrediction::TooLarge && cut_off_while_sending(&e) => {
+                        (413, "{}".to_string())
+                    }
                     Err(e) => {
-                        checker
-                            .lock()
-                            .unwrap()
-                            .figures
-                            .violation("errors", format!("no answer: {e:?} — body: {}", clip(&text)));
+                        let mut c = checker.lock().unwrap();
+                        c.figures.fuzz_cases += 1;
+                        c.figures.delivered += 1;
+                        c.figures.violation("errors", format!("{}: no answer: {e:?} — body: {}", case.origin, clip(&text)));
                         continue;
                     }
                 };
@@ -351,35 +594,47 @@ async fn proptest_and_mutated_messages_through_the_relay() {
                 // for a 5xx, find out what the database said (in a rolled-back transaction)
                 let sqlstate = if status >= 500 { replay_sqlstate(&db, &body).await } else { String::new() };
                 let mut c = checker.lock().unwrap();
-                c.figures.fuzz_cases += 1;
+                c.sent(&case.prediction);
                 match (status, json) {
-                    (200, Some(v)) => c.answer(&v, &text),
+                    // the function's answer or refusal: checked against the prediction (a 200
+                    // or a 422 where the other was predicted is a violation there, and its
+                    // effects are still counted for the row checks)
+                    (200, Some(v)) => c.answer(&case, &v),
                     (422, Some(v)) => {
                         rejected.lock().unwrap().push((text.clone(), answer.clone()));
                         let code = v.get("code").and_then(Value::as_str).unwrap_or("?").to_string();
                         let message = v.get("message").and_then(Value::as_str).unwrap_or("").to_string();
-                        c.error(&code, &message, &text);
+                        c.error(&case, &code, &message);
                     }
-                    (400, Some(_)) => {
-                        *c.codes.entry("HTTP 400".into()).or_default() += 1;
-                        let parses = std::str::from_utf8(&body).is_ok_and(|t| serde_json::from_str::<Value>(t).is_ok());
-                        if parses {
-                            c.figures.violation(
-                                "errors",
-                                format!("400 for a body that is JSON: {answer} — {}", clip(&text)),
-                            );
-                        }
-                    }
-                    (413, Some(_)) if body.len() > 1024 * 1024 => {
-                        *c.codes.entry("HTTP 413".into()).or_default() += 1;
+                    (400 | 413, Some(_)) if http_prediction.status() == status => {
+                        *c.codes.entry(format!("HTTP {status}")).or_default() += 1;
+                        c.figures.refused += 1;
                     }
                     (status, _) => {
                         *c.codes.entry(format!("HTTP {status}")).or_default() += 1;
-                        let kind = if sqlstate.starts_with("XX000") { "panics" } else { "errors" };
-                        c.figures.violation(
-                            kind,
-                            format!("HTTP {status} {answer} (database: {sqlstate}) — body: {}", clip(&text)),
-                        );
+                        if status == 422 {
+                            rejected.lock().unwrap().push((text.clone(), answer.clone()));
+                        }
+                        if sqlstate.starts_with("XX000") {
+                            c.figures.violation(
+                                "panics",
+                                format!("{}: HTTP {status} {answer} (database: {sqlstate}) — body: {}", case.origin, clip(&text)),
+                            );
+                        } else {
+                            let predicted = match &http_prediction {
+                                HttpPrediction::Db(p) => format!("HTTP {} {}", http_prediction.status(), p.describe()),
+                                other => format!("HTTP {}", other.status()),
+                            };
+                            let message = format!(
+                                "{}: predicted {predicted}, got HTTP {status} {answer:.300} (database: {sqlstate}) — body: {}",
+                                case.origin,
+                                clip(&text)
+                            );
+                            if std::env::var("VOXANNE_FUZZ_VERBOSE").is_ok() {
+                                eprintln!("VIOLATION {message}");
+                            }
+                            c.figures.violation("errors", message);
+                        }
                     }
                 }
             }
@@ -444,7 +699,8 @@ async fn replay_sqlstate(db: &Client, body: &[u8]) -> String {
 async fn numbers_beyond_f64_and_deep_nesting_are_data_errors_not_panics() {
     let mut figures = Figures::new("fuzz/regressions: big numbers, deep nesting");
     let db = connect().await;
-    let (org, ctx) = context(&db).await;
+    let (orgs, ctx, _) = context(&db).await;
+    let org = &orgs[0];
     let call = &ctx.calls[0];
     let deep = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
     let bodies = [
@@ -513,6 +769,72 @@ async fn numbers_beyond_f64_and_deep_nesting_are_data_errors_not_panics() {
         if got != want {
             figures.violation("errors", format!("expected {want}, got {got} — body: {}", clip(body)));
         }
+    }
+    figures.finish();
+}
+
+/// What the strict fuzz found: a JSON array where the README's message has an object
+/// (`call`, `assistant`, `call.customer`, `analysis`, `artifact`) is a "webhook field of the
+/// wrong JSON type" (22023, naming the field), not an object read by position: today
+/// `"call": ["<call id>", "<assistant id>"]` is applied as that call of that assistant's org, and
+/// `"analysis": ["<text>"]` stores the text as the summary.
+#[tokio::test]
+async fn an_array_where_an_object_belongs_is_the_wrong_json_type() {
+    let mut figures = Figures::new("fuzz/regressions: arrays where objects belong");
+    let db = connect().await;
+    let (orgs, ctx, world) = context(&db).await;
+    let (asst, call) = (&orgs[0].assistant_id, &ctx.calls[0]);
+    let bodies = [
+        (
+            format!(r#"{{"message":{{"type":"status-update","status":"ringing","call":["{call}","{asst}"]}}}}"#),
+            "message.call",
+        ),
+        (
+            format!(
+                r#"{{"message":{{"type":"status-update","status":"ringing","call":{{"id":"{call}"}},"assistant":["{asst}"]}}}}"#
+            ),
+            "message.assistant",
+        ),
+        (
+            format!(
+                r#"{{"message":{{"type":"status-update","status":"ringing","call":{{"id":"{call}","assistantId":"{asst}","customer":["+15551230001"]}}}}}}"#
+            ),
+            "message.call.customer",
+        ),
+        (
+            format!(
+                r#"{{"message":{{"type":"end-of-call-report","analysis":["from an array"],"call":{{"id":"{call}","assistantId":"{asst}"}}}}}}"#
+            ),
+            "message.analysis",
+        ),
+        (
+            format!(
+                r#"{{"message":{{"type":"end-of-call-report","artifact":[],"call":{{"id":"{call}","assistantId":"{asst}"}}}}}}"#
+            ),
+            "message.artifact",
+        ),
+    ];
+    for (body, field) in &bodies {
+        figures.fuzz_cases += 1;
+        figures.delivered += 1;
+        figures.reached += 1;
+        figures.checks += 1;
+        // the classifier agrees with the README: one defect, this field
+        let prediction = contract::classify(&world, body);
+        assert!(prediction.allows_error("22023", &format!("{field} has the wrong JSON shape")), "{prediction:?}");
+        let got = match db.query_one(vapi::HANDLE_VAPI_MESSAGE, &[body]).await {
+            Ok(row) => format!("answer {}", row.get::<_, Value>(0)),
+            Err(e) => {
+                let message = e.as_db_error().map(|d| d.message().to_string()).unwrap_or_default();
+                let code = e.code().map(|c| c.code().to_string()).unwrap_or_default();
+                if prediction.allows_error(&code, &message) {
+                    figures.refused += 1;
+                    continue;
+                }
+                format!("{code} {message}")
+            }
+        };
+        figures.violation("errors", format!("expected 22023 naming {field}, got {got} — body: {body}"));
     }
     figures.finish();
 }

@@ -34,6 +34,7 @@ const EXPECTED: &[&str] = &[
     "fuzz/mutated fixtures -> handle_vapi_message",
     "fuzz/proptest + mutated messages -> relay",
     "fuzz/regressions: big numbers, deep nesting",
+    "fuzz/regressions: arrays where objects belong",
     "fuzz/relay regressions: huge error message, 413, deep nesting",
     "attacks/same vapi_call_id under two orgs",
     "attacks/org A's assistant vs org B's call",
@@ -63,8 +64,9 @@ const POSITIVE: &[(&str, &[&str])] = &[
     ("crashes/backend kill -9 mid-transaction", &["delivered", "reached", "applied", "retries", "checks"]),
     ("crashes/relay SIGKILL under load", &["delivered", "reached", "applied", "retries", "checks"]),
     ("crashes/postmaster immediate shutdown", &["delivered", "reached", "applied", "retries", "checks"]),
-    ("fuzz/proptest messages -> handle_vapi_message", &["fuzz_cases", "applied", "checks"]),
-    ("fuzz/mutated fixtures -> handle_vapi_message", &["fuzz_cases", "applied", "checks"]),
+    ("fuzz/proptest messages -> handle_vapi_message", &["fuzz_cases", "reached", "applied", "refused", "checks"]),
+    ("fuzz/mutated fixtures -> handle_vapi_message", &["fuzz_cases", "reached", "applied", "refused", "checks"]),
+    ("fuzz/proptest + mutated messages -> relay", &["fuzz_cases", "reached", "applied", "refused", "checks"]),
 ];
 
 const LABELS: [(&str, &str); 7] = [
