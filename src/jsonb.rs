@@ -117,14 +117,19 @@ impl<'a> Node<'a> {
         (!hit.is_null()).then(|| unsafe { Self::of_value(&found) })
     }
 
+    /// The type error in JSON's words (serde's would name Rust's: "a borrowed string").
+    fn not_a(&self, expected: &str) -> Error {
+        de::Error::invalid_type(self.unexpected(), &expected)
+    }
+
     fn unexpected(&self) -> Unexpected<'a> {
         match *self {
-            Self::Null => Unexpected::Unit,
+            Self::Null => Unexpected::Other("null"),
             Self::Bool(b) => Unexpected::Bool(b),
             Self::Str(s) => std::str::from_utf8(s).map_or(Unexpected::Other("string"), Unexpected::Str),
             Self::Number(_) => Unexpected::Other("number"),
-            Self::Object(..) => Unexpected::Map,
-            Self::Array(..) => Unexpected::Seq,
+            Self::Object(..) => Unexpected::Other("object"),
+            Self::Array(..) => Unexpected::Other("array"),
         }
     }
 
@@ -176,8 +181,26 @@ impl<'de> Deserializer<'de> for Node<'de> {
     fn deserialize_str<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
         match self {
             Self::Str(s) => visitor.visit_borrowed_str(Self::str(s)?),
-            _ => Err(de::Error::invalid_type(self.unexpected(), &visitor)),
+            _ => Err(self.not_a("a string")),
         }
+    }
+
+    // Only an object: serde's derived visitors would also read an array by position, and
+    // `"call": ["id", "asst_…"]` would route like `{"id": …, "assistantId": …}`.
+    fn deserialize_map<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        match self {
+            Self::Object(c, _) => visitor.visit_map(Entries::new(c)),
+            _ => Err(self.not_a("an object")),
+        }
+    }
+
+    fn deserialize_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        _fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, Error> {
+        self.deserialize_map(visitor)
     }
 
     fn deserialize_string<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
@@ -187,7 +210,7 @@ impl<'de> Deserializer<'de> for Node<'de> {
     fn deserialize_f64<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
         match self {
             Self::Number(n) => visit_number(n, visitor),
-            _ => Err(de::Error::invalid_type(self.unexpected(), &visitor)),
+            _ => Err(self.not_a("a number")),
         }
     }
 
@@ -201,7 +224,7 @@ impl<'de> Deserializer<'de> for Node<'de> {
 
     serde::forward_to_deserialize_any! {
         bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 char bytes byte_buf unit unit_struct
-        newtype_struct seq tuple tuple_struct map struct enum identifier
+        newtype_struct seq tuple tuple_struct enum identifier
     }
 }
 

@@ -109,7 +109,23 @@ mod tests {
             (
                 r#"{"message":{"type":"status-update","status":"ringing","call":{"id":42,"assistantId":"asst_fixture"}}}"#,
                 "22023",
-                "message.call.id has the wrong JSON shape",
+                "message.call.id has the wrong JSON shape: invalid type: number, expected a string",
+            ),
+            // an array is not an object, even one whose elements would fill the fields in order
+            (
+                r#"{"message":{"type":"status-update","status":"ringing","call":["c","asst_fixture"]}}"#,
+                "22023",
+                "message.call has the wrong JSON shape: invalid type: array, expected an object",
+            ),
+            (
+                r#"{"message":{"type":"end-of-call-report","analysis":["s"],"call":{"id":"c","assistantId":"asst_fixture"}}}"#,
+                "22023",
+                "message.analysis has the wrong JSON shape",
+            ),
+            (
+                r#"{"message":{"type":"status-update","status":"ringing","timestamp":"2026-11-25T1:00:00","call":{"id":"c","assistantId":"asst_fixture"}}}"#,
+                "22007",
+                "message.timestamp",
             ),
             (
                 r#"{"message":{"type":"status-update","status":"dialing","call":{"id":"c","assistantId":"asst_fixture"}}}"#,

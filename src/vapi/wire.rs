@@ -137,15 +137,17 @@ impl Timestamp<'_> {
     }
 }
 
-/// An ISO-8601 moment, with or without its offset (without: UTC).
+/// An ISO-8601 moment as RFC 3339 writes it, with or without its offset (without: UTC).
 pub fn iso(field: &'static str, s: &str) -> Result<TimestampWithTimeZone, VoxError> {
+    // the offset-less form (with its `T`) through the same strict parser: chrono's
+    // strftime-style parsing would take one-digit fields ("2026-11-25T1:00:00")
     let parsed = chrono::DateTime::parse_from_rfc3339(s)
-        .map(|t| t.timestamp_micros())
-        .or_else(|_| {
-            chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f").map(|t| t.and_utc().timestamp_micros())
+        .or_else(|e| match s.as_bytes().get(10) {
+            Some(b'T') => chrono::DateTime::parse_from_rfc3339(&format!("{s}Z")),
+            _ => Err(e),
         })
         .map_err(|_| VoxError::bad_timestamp(field, s))?;
-    from_unix_micros(field, s, parsed)
+    from_unix_micros(field, s, parsed.timestamp_micros())
 }
 
 fn from_unix_micros(field: &'static str, shown: &str, unix_micros: i64) -> Result<TimestampWithTimeZone, VoxError> {
