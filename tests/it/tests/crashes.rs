@@ -111,14 +111,16 @@ async fn backend_sigkill_mid_transaction_leaves_no_partial_rows_and_redelivery_a
         }
     }
     rng.shuffle(&mut sends);
-    figures.delivered = sends.iter().map(|g| groups[*g].messages.len() as u64).sum();
-    figures.duplicates = figures.delivered - messages.len() as u64;
+    // planned: every message once, plus the groups sent twice (a redelivered batch)
+    let planned: u64 = sends.iter().map(|g| groups[*g].messages.len() as u64).sum();
+    figures.duplicates = planned - messages.len() as u64;
     let groups = Arc::new(groups);
 
     let queue = Arc::new(Mutex::new(sends.into_iter().collect::<VecDeque<usize>>()));
     let committed = Arc::new(Mutex::new(BTreeSet::<usize>::new())); // groups with an acknowledged COMMIT
     let in_flight = Arc::new(AtomicUsize::new(0));
     let failed_attempts = Arc::new(AtomicU64::new(0));
+    let sent = Arc::new(AtomicU64::new(0)); // statements sent, every attempt
     let reached = Arc::new(AtomicU64::new(0)); // statements the database answered
     let refused = Arc::new(Mutex::new(Vec::<String>::new()));
     let (gate, _) = watch::channel(true);
@@ -128,11 +130,12 @@ async fn backend_sigkill_mid_transaction_leaves_no_partial_rows_and_redelivery_a
 
     let mut workers = Vec::new();
     for _ in 0..WORKERS {
-        let (queue, committed, in_flight, failed_attempts, reached, refused, gate, groups, bodies, config) = (
+        let (queue, committed, in_flight, failed_attempts, sent, reached, refused, gate, groups, bodies, config) = (
             queue.clone(),
             committed.clone(),
             in_flight.clone(),
             failed_attempts.clone(),
+            sent.clone(),
             reached.clone(),
             refused.clone(),
             gate.clone(),
@@ -174,6 +177,7 @@ async fn backend_sigkill_mid_transaction_leaves_no_partial_rows_and_redelivery_a
                                     // widen the window in which the backend is inside the transaction
                                     c.batch_execute("SELECT pg_catalog.pg_sleep(0.002)").await?;
                                 }
+                                sent.fetch_add(1, Ordering::Relaxed);
                                 c.query_one(vapi::HANDLE_VAPI_MESSAGE, &[&bodies[*m]]).await?;
                                 reached.fetch_add(1, Ordering::Relaxed);
                             }
@@ -285,6 +289,7 @@ async fn backend_sigkill_mid_transaction_leaves_no_partial_rows_and_redelivery_a
     }
     figures.note("victim backend states", serde_json::to_value(&victim_states).unwrap());
     figures.retries = failed_attempts.load(Ordering::Relaxed);
+    figures.delivered = sent.load(Ordering::Relaxed);
     figures.reached = reached.load(Ordering::Relaxed);
     figures.note("transactions", total_groups as u64);
     // every message of a committed transaction was applied by it (a redelivered group is a duplicate)
