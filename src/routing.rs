@@ -8,10 +8,9 @@
 
 use pgrx::datum::DatumWithOid;
 
-use crate::plans::Statement;
-
 use crate::domain::{optional, required, ID_MAX};
 use crate::error::VoxError;
+use crate::plans::Statement;
 
 /// A tenant statement in its two forms: each route file followed by the files given, in order.
 macro_rules! routed {

@@ -351,9 +351,7 @@ pub async fn race(clients: &[Arc<Client>], msgs: Vec<Msg>) -> Vec<Result<Outcome
     for (client, msg) in clients.iter().cloned().zip(msgs) {
         let barrier = Arc::clone(&barrier);
         tasks.push(tokio::spawn(async move {
-            // The target list is evaluated left to right.
-            let sql = msg.sql().replacen("SELECT ", "SELECT pg_catalog.statement_timestamp(), ", 1)
-                + ", pg_catalog.clock_timestamp()";
+            let sql = timed(&msg.sql());
             // Prepare first, so the race is only the execution. On a prepare error, still
             // reach the barrier so the others are not left waiting.
             let stmt = client.prepare(&sql).await;
@@ -386,14 +384,17 @@ pub fn all_ok(results: Vec<Result<Outcome, Error>>, what: &str) -> Vec<Outcome> 
         .collect()
 }
 
-/// How many of the other statements of a race the server had received before the applied one
-/// had finished: those really ran concurrently with it and had to resolve the conflict.
-pub fn overlapping_the_winner(outcomes: &[Outcome]) -> usize {
-    let Some(winner) = outcomes.iter().find(|o| o.applied) else {
-        return 0;
-    };
-    let finished = winner.finished.expect("raced outcome");
-    outcomes.iter().filter(|o| !std::ptr::eq(*o, winner) && o.received.expect("raced outcome") < finished).count()
+/// `sql` (one `SELECT f(…)`) with the server's `statement_timestamp()` (when the backend
+/// received it) before and `clock_timestamp()` (after the function returned) after it: the
+/// target list is evaluated left to right, so columns 0 and 2 bound the statement's window.
+pub fn timed(sql: &str) -> String {
+    sql.replacen("SELECT ", "SELECT pg_catalog.statement_timestamp(), ", 1) + ", pg_catalog.clock_timestamp()"
+}
+
+/// The server's window of every statement of a race: received (`statement_timestamp()`) to
+/// finished (`clock_timestamp()` after the function returned).
+fn server_spans(outcomes: &[Outcome]) -> Vec<(SystemTime, SystemTime)> {
+    outcomes.iter().map(|o| (o.received.expect("raced outcome"), o.finished.expect("raced outcome"))).collect()
 }
 
 /// Whether two windows `(start, end)` of deliveries (server statement windows, or client request
@@ -431,8 +432,7 @@ pub struct RaceStats {
 impl RaceStats {
     /// A round of statements timed by the server (`received` / `finished` of every outcome).
     pub fn record(&mut self, outcomes: &[Outcome]) {
-        let spans: Vec<_> =
-            outcomes.iter().map(|o| (o.received.expect("raced outcome"), o.finished.expect("raced outcome"))).collect();
+        let spans = server_spans(outcomes);
         let winners: Vec<usize> = outcomes.iter().enumerate().filter(|(_, o)| o.applied).map(|(i, _)| i).collect();
         self.record_spans(&spans, &winners);
     }
@@ -515,15 +515,8 @@ impl StatementWindows {
 
 /// How many pairs of statements of a race were executing at the same time on the server.
 pub fn overlapping_pairs(outcomes: &[Outcome]) -> usize {
-    let spans: Vec<_> =
-        outcomes.iter().map(|o| (o.received.expect("raced outcome"), o.finished.expect("raced outcome"))).collect();
-    let mut pairs = 0;
-    for (i, a) in spans.iter().enumerate() {
-        for b in &spans[i + 1..] {
-            pairs += usize::from(a.0 < b.1 && b.0 < a.1);
-        }
-    }
-    pairs
+    let spans = server_spans(outcomes);
+    (0..spans.len()).map(|i| spans[i + 1..].iter().filter(|b| spans_overlap(&spans[i], b)).count()).sum()
 }
 
 /// An error with its SQLSTATE, message and detail (`Display` of a db error omits them).

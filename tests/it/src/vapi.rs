@@ -314,12 +314,9 @@ pub enum Verdict {
     Refused(String),
 }
 
-/// The statement of a timed SQL sender: the relay's statement with the server's
-/// `statement_timestamp()` (when the backend received it) before and `clock_timestamp()` (after
-/// the function returned) after it; the target list is evaluated left to right.
+/// The statement of a timed SQL sender: the relay's, [`crate::timed`].
 pub fn timed_statement() -> String {
-    HANDLE_VAPI_MESSAGE.replacen("SELECT ", "SELECT pg_catalog.statement_timestamp(), ", 1)
-        + ", pg_catalog.clock_timestamp()"
+    crate::timed(HANDLE_VAPI_MESSAGE)
 }
 
 /// What one attempt tells besides its verdict.
