@@ -41,7 +41,8 @@ ensure_toolchain() {
 install_extension() {
     say "building and installing voxanne_ext"
     (cd "$ROOT" && cargo pgrx install --release --pg-config "$PG_CONFIG" >/dev/null)
-    install -m 644 "$ROOT"/sql/voxanne_ext--0.1.0.sql "$("$PG_CONFIG" --sharedir)/extension/"
+    install -m 644 "$ROOT"/sql/voxanne_ext--0.1.0.sql "$ROOT"/sql/voxanne_ext--0.2.0.sql \
+        "$("$PG_CONFIG" --sharedir)/extension/"
 }
 
 # The local cluster, owned by postgres (PostgreSQL refuses to run as root), trust auth on

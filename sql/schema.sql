@@ -2,8 +2,8 @@
 -- org_id (NOT NULL): the tenant boundary is part of every key, and the table can be
 -- distributed on org_id by Citus later (docs/SCALING.md).
 
--- One row per Vapi assistant per org. The org of every webhook is derived from here, never
--- taken from the caller.
+-- One row per Vapi assistant per org. The org of a webhook is derived from here or from the
+-- directory below (src/routing.rs has the order), never taken from the caller.
 CREATE TABLE voxanne.agents (
     org_id               uuid        NOT NULL,
     id                   uuid        NOT NULL DEFAULT pg_catalog.gen_random_uuid(),
@@ -22,6 +22,37 @@ CREATE TABLE voxanne.agents (
     CONSTRAINT agents_one_active_per_phone_number
         EXCLUDE USING btree (vapi_phone_number_id WITH =)
         WHERE (active AND vapi_phone_number_id IS NOT NULL)
+);
+
+-- Every Vapi id other than an assistant's that routes a call to an org (0.3.0): phone numbers,
+-- squads, workflows and Vapi orgs (a tenant that brings its own Vapi account). An id belongs to
+-- exactly one org, active or not, so no org can park a copy of another's id to take it over
+-- later. A phone number may name what assistant-request answers for it: an assistant or a
+-- squad, or neither (numbers whose assistant the app picks).
+CREATE TABLE voxanne.directory (
+    org_id            uuid        NOT NULL,
+    kind              text        NOT NULL CONSTRAINT directory_kind_known
+                                  CHECK (kind IN ('phone_number', 'squad', 'workflow', 'vapi_org')),
+    vapi_id           text        NOT NULL,
+    vapi_assistant_id text,
+    vapi_squad_id     text,
+    active            boolean     NOT NULL DEFAULT true,
+    created_at        timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    updated_at        timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    PRIMARY KEY (org_id, kind, vapi_id),
+    -- across orgs, as agents' constraints; its index is also the routing lookup
+    CONSTRAINT directory_one_org_per_id EXCLUDE USING btree (kind WITH =, vapi_id WITH =),
+    CONSTRAINT directory_answer_of_a_phone_number CHECK (
+        (vapi_assistant_id IS NULL AND vapi_squad_id IS NULL)
+        OR (kind = 'phone_number' AND (vapi_assistant_id IS NULL OR vapi_squad_id IS NULL)))
+);
+
+-- The per-org key of the signed tenant tokens (voxanne.tenant_token) that route the calls of
+-- transient assistants (0.3.0). Only the extension's functions read it.
+CREATE TABLE voxanne.tenant_keys (
+    org_id     uuid        PRIMARY KEY,
+    key        bytea       NOT NULL CONSTRAINT tenant_keys_256_bits CHECK (pg_catalog.length(key) = 32),
+    created_at timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
 
 CREATE TABLE voxanne.leads (
@@ -43,7 +74,9 @@ CREATE TABLE voxanne.calls (
     org_id           uuid        NOT NULL,
     id               bigint      GENERATED ALWAYS AS IDENTITY,
     vapi_call_id     text        NOT NULL,
-    agent_id         uuid        NOT NULL,
+    -- NULL when no assistant of the org routed the call: a squad, a workflow, a phone number
+    -- without an assistant, a Vapi org or a tenant token did (0.3.0)
+    agent_id         uuid,
     lead_id          uuid,
     call_type        text,
     customer_number  text,
@@ -90,6 +123,19 @@ CREATE TABLE voxanne.call_transcripts (
     created_at      timestamptz NOT NULL DEFAULT pg_catalog.now(),
     PRIMARY KEY (org_id, call_id, content_hash),
     CONSTRAINT call_transcripts_call_fkey FOREIGN KEY (org_id, call_id)
+        REFERENCES voxanne.calls (org_id, id) ON DELETE CASCADE
+);
+
+-- The end-of-call report as Vapi sent it (0.3.0), whole: its messages, analysis (summary,
+-- structuredData, successEvaluation), costs and everything Vapi adds later, so an app can
+-- recompute anything. calls holds what the product reads out of it.
+CREATE TABLE voxanne.call_reports (
+    org_id      uuid        NOT NULL,
+    call_id     bigint      NOT NULL,
+    report      jsonb       NOT NULL,
+    received_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    PRIMARY KEY (org_id, call_id),
+    CONSTRAINT call_reports_call_fkey FOREIGN KEY (org_id, call_id)
         REFERENCES voxanne.calls (org_id, id) ON DELETE CASCADE
 );
 
@@ -150,9 +196,12 @@ CREATE INDEX rejected_events_org_idx ON voxanne.rejected_events (org_id, receive
 
 -- User data survives pg_dump of a database that uses the extension.
 SELECT pg_catalog.pg_extension_config_dump('voxanne.agents', '');
+SELECT pg_catalog.pg_extension_config_dump('voxanne.directory', '');
+SELECT pg_catalog.pg_extension_config_dump('voxanne.tenant_keys', '');
 SELECT pg_catalog.pg_extension_config_dump('voxanne.leads', '');
 SELECT pg_catalog.pg_extension_config_dump('voxanne.calls', '');
 SELECT pg_catalog.pg_extension_config_dump('voxanne.call_transcripts', '');
+SELECT pg_catalog.pg_extension_config_dump('voxanne.call_reports', '');
 SELECT pg_catalog.pg_extension_config_dump('voxanne.processed_webhook_events', '');
 SELECT pg_catalog.pg_extension_config_dump('voxanne.outbox', '');
 SELECT pg_catalog.pg_extension_config_dump('voxanne.rejected_events', '');

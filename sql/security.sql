@@ -8,7 +8,7 @@ DO $$
 DECLARE
     t text;
 BEGIN
-    FOREACH t IN ARRAY ARRAY['agents', 'leads', 'calls', 'call_transcripts',
+    FOREACH t IN ARRAY ARRAY['agents', 'directory', 'leads', 'calls', 'call_transcripts', 'call_reports',
                              'processed_webhook_events', 'outbox', 'rejected_events'] LOOP
         EXECUTE pg_catalog.format('ALTER TABLE voxanne.%I ENABLE ROW LEVEL SECURITY', t);
         EXECUTE pg_catalog.format(
@@ -18,8 +18,10 @@ BEGIN
 END
 $$;
 
--- Consumer cursors are service-side state: RLS on, no policy, so no API user sees them.
+-- Consumer cursors are service-side state: RLS on, no policy, so no API user sees them. Tenant
+-- keys likewise, and no role but the owner is ever granted them (grant_api_roles).
 ALTER TABLE voxanne.outbox_consumers ENABLE ROW LEVEL SECURITY;
+ALTER TABLE voxanne.tenant_keys ENABLE ROW LEVEL SECURITY;
 
 -- Nothing is callable by default; grant_api_roles() hands out exactly what each role needs.
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA voxanne FROM PUBLIC;
@@ -36,9 +38,17 @@ BEGIN
     IF EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'service_role') THEN
         GRANT USAGE ON SCHEMA voxanne TO service_role;
         GRANT SELECT ON ALL TABLES IN SCHEMA voxanne TO service_role;
+        -- a key would let its holder mint tokens without tenant_token's audit trail
+        REVOKE SELECT ON voxanne.tenant_keys FROM service_role;
         GRANT INSERT, UPDATE, DELETE ON voxanne.leads TO service_role;
         GRANT EXECUTE ON FUNCTION
             voxanne.upsert_agent(uuid, text, text, boolean, text),
+            voxanne.upsert_phone_number(uuid, text, text, boolean, text),
+            voxanne.upsert_vapi_org(uuid, text, boolean),
+            voxanne.upsert_squad(uuid, text, boolean),
+            voxanne.upsert_workflow(uuid, text, boolean),
+            voxanne.tenant_token(uuid),
+            voxanne.rotate_tenant_key(uuid),
             voxanne.create_inbound_call(text, text, text, text, text, text, timestamptz),
             voxanne.complete_call(text, text, text, timestamptz, timestamptz, numeric, numeric,
                                   text, text, text, text),
@@ -56,8 +66,8 @@ BEGIN
     IF EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'authenticated') THEN
         -- Read-only, and RLS narrows every read to the caller's org.
         GRANT USAGE ON SCHEMA voxanne TO authenticated;
-        GRANT SELECT ON voxanne.agents, voxanne.leads, voxanne.calls, voxanne.call_transcripts,
-                        voxanne.outbox TO authenticated;
+        GRANT SELECT ON voxanne.agents, voxanne.directory, voxanne.leads, voxanne.calls,
+                        voxanne.call_transcripts, voxanne.call_reports, voxanne.outbox TO authenticated;
         GRANT EXECUTE ON FUNCTION voxanne.current_org_id() TO authenticated;
     END IF;
     -- anon gets nothing at all.

@@ -3,16 +3,15 @@
 //! the outbox row and the answer are written once for all of them.
 
 use pgrx::datum::{DatumWithOid, Uuid};
-use pgrx::prelude::*;
 
 use crate::error::VoxError;
 use crate::outcome::{Answer, Detail, Effect};
 use crate::plans::Statement;
-use crate::routing::{Route, Routed};
+use crate::routing::{unset_binds, Routed, Routes};
 
 /// The part of a call message that is not its values: who, which call, which event.
 pub struct CallMessage<'a> {
-    pub route: Route<'a>,
+    pub routes: Routes<'a>,
     pub vapi_call_id: &'a str,
     /// The idempotency key, unique per org.
     pub event_id: String,
@@ -35,38 +34,39 @@ impl<'a> CallMessage<'a> {
         statement: &'static Routed,
         values: [DatumWithOid<'a>; N],
     ) -> Result<Answer<'a>, VoxError> {
-        let [assistant, phone] = self.route.binds();
-        let mut args = vec![
-            assistant,
-            phone,
+        let mut args = Vec::from(unset_binds());
+        args.extend([
             self.vapi_call_id.into(),
             self.event_id.as_str().into(),
             self.event_type.into(),
             self.topic.into(),
             crate::notify::notify().into(),
-        ];
+        ]);
         args.extend(values);
-        Spi::connect_mut(|client| {
-            let table = self.route.statement(statement).run(client, &args)?;
-            // org_id, marked, call_id, status, outbox_id; no row: no agent for the route
-            let Some(row) = table.into_iter().next() else { return Err(self.route.unknown()) };
-            let org_id: Uuid = row.get(1)?.ok_or_else(|| self.route.unknown())?;
-            let marked: bool = row.get(2)?.unwrap_or(false);
-            let (mut call_id, mut status): (Option<i64>, Option<String>) = (row.get(3)?, row.get(4)?);
-            let outbox_id: Option<i64> = row.get(5)?;
-            let effect = match (marked, outbox_id) {
-                (false, _) => Effect::Duplicate,
-                (true, Some(_)) => Effect::Applied,
-                (true, None) => Effect::Stale,
-            };
-            if effect == Effect::Duplicate {
-                if let Some(row) = CALL_OF_DUPLICATE.run(client, &[org_id.into(), self.vapi_call_id.into()])?.next() {
-                    (call_id, status) = (row.get(1)?, row.get(2)?);
+        let (effect, org_id, call_id, status) =
+            self.routes.first_connected(statement, args, |client, form, args| {
+                let table = form.run(client, args)?;
+                // org_id, marked, call_id, status, outbox_id; no row: this route has no org
+                let Some(row) = table.into_iter().next() else { return Ok(None) };
+                let Some(org_id) = row.get::<Uuid>(1)? else { return Ok(None) };
+                let marked: bool = row.get(2)?.unwrap_or(false);
+                let (mut call_id, mut status): (Option<i64>, Option<String>) = (row.get(3)?, row.get(4)?);
+                let outbox_id: Option<i64> = row.get(5)?;
+                let effect = match (marked, outbox_id) {
+                    (false, _) => Effect::Duplicate,
+                    (true, Some(_)) => Effect::Applied,
+                    (true, None) => Effect::Stale,
+                };
+                if effect == Effect::Duplicate {
+                    if let Some(row) = CALL_OF_DUPLICATE.run(client, &[org_id.into(), self.vapi_call_id.into()])?.next()
+                    {
+                        (call_id, status) = (row.get(1)?, row.get(2)?);
+                    }
                 }
-            }
-            let detail = Detail::Status { status };
-            Ok(Answer::new(effect, org_id.to_string(), call_id, self.vapi_call_id, self.event_id, detail))
-        })
+                Ok(Some((effect, org_id, call_id, status)))
+            })?;
+        let detail = Detail::Status { status };
+        Ok(Answer::new(effect, org_id.to_string(), call_id, self.vapi_call_id, self.event_id, detail))
     }
 }
 

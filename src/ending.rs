@@ -14,7 +14,7 @@ use crate::domain::{
 use crate::error::VoxError;
 use crate::jsonb::JsonbOut;
 use crate::outcome::Answer;
-use crate::routing::{routed, Route, Routed};
+use crate::routing::{routed, Routed, Routes};
 
 static BY_REPORT: Routed =
     routed!("call_mark.sql", "end_insert.sql", "end_by_report.sql", "end_returning.sql", "call_announce.sql");
@@ -23,7 +23,7 @@ static BY_STATUS: Routed =
 
 pub struct EndEvent<'a> {
     pub vapi_call_id: &'a str,
-    pub route: Route<'a>,
+    pub routes: Routes<'a>,
     pub source: EndSource,
     pub ended_reason: Option<&'a str>,
     pub started_at: Option<TimestampWithTimeZone>,
@@ -39,13 +39,13 @@ impl<'a> EndEvent<'a> {
     /// An end that carries only why and when: a status `ended`.
     pub fn by_status(
         vapi_call_id: &'a str,
-        route: Route<'a>,
+        routes: Routes<'a>,
         ended_reason: Option<&'a str>,
         ended_at: Option<TimestampWithTimeZone>,
     ) -> Self {
         Self {
             vapi_call_id,
-            route,
+            routes,
             source: EndSource::StatusUpdate,
             ended_reason,
             started_at: None,
@@ -64,7 +64,7 @@ impl<'a> EndEvent<'a> {
             EndSource::StatusUpdate => (&BY_STATUS, format!("status:{}:ended", self.vapi_call_id), "call.status"),
         };
         let message = CallMessage {
-            route: self.route,
+            routes: self.routes,
             vapi_call_id: self.vapi_call_id,
             event_id,
             event_type: self.source.as_str(),
@@ -118,7 +118,7 @@ fn complete_call(
 ) -> Result<JsonbOut, ErrorReport> {
     let event = EndEvent {
         vapi_call_id: required("p_vapi_call_id", p_vapi_call_id, ID_MAX)?,
-        route: Route::by_assistant("p_assistant_id", p_assistant_id)?,
+        routes: Routes::by_assistant("p_assistant_id", p_assistant_id)?,
         source: EndSource::parse("p_source", required("p_source", p_source, SHORT_TEXT_MAX)?)?,
         ended_reason: ended_reason("p_ended_reason", p_ended_reason)?,
         started_at: p_started_at.map(|t| moment("p_started_at", t)).transpose()?,

@@ -39,8 +39,14 @@ pub enum VoxError {
     #[error("{field} is not a valid timestamp: '{value}'")]
     BadTimestamp { field: Field, value: String },
 
-    #[error("no active agent for {field} '{value}'")]
-    UnknownAgent { field: Field, value: String },
+    /// `given`: each id as the sender named it (`p_assistant_id 'asst_x'`), comma-separated.
+    #[error("no active agent for {given}")]
+    UnknownAgent { given: String },
+
+    /// Malformed, forged, or of an org without a key: one answer for all, so the error is no
+    /// oracle, and the token (a credential) is never echoed.
+    #[error("{field} is not a valid voxanne tenant token")]
+    BadToken { field: Field },
 
     #[error("request.jwt.claims is not valid: {reason}")]
     BadClaims { reason: String },
@@ -51,6 +57,9 @@ pub enum VoxError {
 
     #[error("internal SPI error: {0}")]
     Spi(#[from] pgrx::spi::Error),
+
+    #[error("internal error: {0}")]
+    Internal(&'static str),
 }
 
 impl VoxError {
@@ -75,8 +84,9 @@ impl VoxError {
         Self::BadTimestamp { field: field.into(), value: clip(value.as_ref()) }
     }
 
-    pub fn unknown_agent(field: impl Into<Field>, value: impl AsRef<str>) -> Self {
-        Self::UnknownAgent { field: field.into(), value: clip(value.as_ref()) }
+    pub fn unknown_agent(given: &[(&str, &str)]) -> Self {
+        let given: Vec<String> = given.iter().map(|(field, id)| format!("{field} '{}'", clip(id))).collect();
+        Self::UnknownAgent { given: given.join(", ") }
     }
 
     /// The SQLSTATE a client sees. Class 22 and 42704 are permanent (the relay answers 422 and
@@ -85,7 +95,9 @@ impl VoxError {
         use PgSqlErrorCode::*;
         match self {
             Self::Missing { .. } => ERRCODE_NULL_VALUE_NOT_ALLOWED,
-            Self::Empty { .. } | Self::Invalid { .. } | Self::WrongShape { .. } => ERRCODE_INVALID_PARAMETER_VALUE,
+            Self::Empty { .. } | Self::Invalid { .. } | Self::WrongShape { .. } | Self::BadToken { .. } => {
+                ERRCODE_INVALID_PARAMETER_VALUE
+            }
             Self::TooLong { .. } => ERRCODE_STRING_DATA_RIGHT_TRUNCATION,
             Self::OutOfRange { .. } => ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE,
             Self::BadTimestamp { .. } => ERRCODE_INVALID_DATETIME_FORMAT,
@@ -94,7 +106,7 @@ impl VoxError {
             Self::UnknownAgent { .. } => ERRCODE_UNDEFINED_OBJECT,
             Self::BadClaims { .. } => ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION,
             Self::Contended { .. } => ERRCODE_T_R_SERIALIZATION_FAILURE,
-            Self::Spi(_) => ERRCODE_INTERNAL_ERROR,
+            Self::Spi(_) | Self::Internal(_) => ERRCODE_INTERNAL_ERROR,
         }
     }
 }

@@ -1,7 +1,7 @@
 //! voxanne_ext: Vapi webhook handling inside PostgreSQL.
 //!
-//! Each webhook is one statement in one transaction: the idempotency mark, the writes and the
-//! outbox row commit together, scoped by the org derived from the assistant.
+//! Each webhook is handled in one transaction: the idempotency mark, the writes and the outbox
+//! row commit together, scoped by the org its ids route to (src/routing.rs).
 
 // Entry points return pgrx's ErrorReport (it keeps the SQLSTATE); its size is pgrx's choice.
 #![allow(clippy::result_large_err)]
@@ -28,9 +28,11 @@ mod vapi;
 
 // the rest of the SQL API
 mod agents;
+mod directory;
 mod rejected;
 mod retention;
 mod tenancy;
+mod tenant_token;
 
 #[cfg(any(test, feature = "pg_test"))]
 mod testing;

@@ -5,16 +5,19 @@
 
 use std::borrow::Cow;
 
+use pgrx::datum::Uuid;
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 use serde::Deserialize;
 
 use crate::domain::SUMMARY_MAX;
 use crate::error::{clip_to, VoxError};
-use crate::routing::{routed, Routed};
-use crate::vapi::wire::{route, Assistant, Call};
+use crate::plans::Statement;
+use crate::routing::{routed, unset_binds, Routed};
+use crate::vapi::wire::{routes, Assistant, Call};
 
-static INSERT_REJECTED: Routed = routed!("rejected.sql");
+static ORG_OF: Routed = routed!("org_of.sql");
+static INSERT_REJECTED: Statement = Statement::new(include_str!("../sql/queries/rejected.sql"));
 
 /// A SQLSTATE is five characters.
 const SQLSTATE_LEN: usize = 5;
@@ -36,6 +39,8 @@ struct Labels<'a> {
     call: Option<Call<'a>>,
     #[serde(borrow)]
     assistant: Option<Assistant<'a>>,
+    #[serde(borrow, rename = "assistantId")]
+    assistant_id: Option<Cow<'a, str>>,
 }
 
 /// Store a webhook that `handle_vapi_message` rejected, raw. The relay calls this after the
@@ -52,25 +57,19 @@ fn record_rejected_event(
     let message = p_message.map(|m| clip_to(m, SUMMARY_MAX));
     let labels = serde_json::from_str::<Envelope>(body).ok().and_then(|e| e.message).unwrap_or_default();
     let call = labels.call.as_ref().and_then(|c| c.id.as_deref());
-    // the org of the rule that would have routed it; none when the rule finds nothing
-    let route = route(labels.call.as_ref(), labels.assistant.as_ref()).ok();
-    let [assistant, phone] = match route {
-        Some(route) => route.binds(),
-        None => [None::<&str>.into(), None::<&str>.into()],
-    };
-    let statement = route.map_or(&INSERT_REJECTED.by_assistant, |r| r.statement(&INSERT_REJECTED));
     let id: Option<i64> = Spi::connect_mut(|client| {
-        statement.first_value(
+        // the org of the rule that would have routed it; none when the rule finds nothing (or
+        // refuses a token)
+        let org = routes(labels.call.as_ref(), labels.assistant_id.as_deref(), labels.assistant.as_ref())
+            .and_then(|routes| {
+                routes.first(client, &ORG_OF, &mut unset_binds(), |client, form, args| {
+                    Ok(form.first_value::<Uuid>(client, args)?)
+                })
+            })
+            .ok();
+        INSERT_REJECTED.first_value(
             client,
-            &[
-                assistant,
-                phone,
-                body.into(),
-                sqlstate.into(),
-                message.into(),
-                labels.kind.as_deref().into(),
-                call.into(),
-            ],
+            &[org.into(), body.into(), sqlstate.into(), message.into(), labels.kind.as_deref().into(), call.into()],
         )
     })
     .map_err(VoxError::from)?;

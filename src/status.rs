@@ -11,13 +11,13 @@ use crate::domain::{defaulted, moment, optional, required, CallStatus, ID_MAX, P
 use crate::error::VoxError;
 use crate::jsonb::JsonbOut;
 use crate::outcome::Answer;
-use crate::routing::{routed, Route, Routed};
+use crate::routing::{routed, Routed, Routes};
 
 static STATUS: Routed = routed!("call_mark.sql", "status.sql", "call_announce.sql");
 
 pub struct StatusEvent<'a> {
     pub vapi_call_id: &'a str,
-    pub route: Route<'a>,
+    pub routes: Routes<'a>,
     pub status: CallStatus,
     pub customer_number: Option<&'a str>,
     pub phone_number_id: Option<&'a str>,
@@ -38,7 +38,7 @@ pub fn before_end(field: &'static str, value: &str) -> Result<CallStatus, VoxErr
 impl<'a> StatusEvent<'a> {
     pub fn apply(self) -> Result<Answer<'a>, VoxError> {
         let message = CallMessage {
-            route: self.route,
+            routes: self.routes,
             vapi_call_id: self.vapi_call_id,
             event_id: format!("status:{}:{}", self.vapi_call_id, self.status.as_str()),
             event_type: "status-update",
@@ -72,7 +72,7 @@ fn create_inbound_call(
 ) -> Result<JsonbOut, ErrorReport> {
     let event = StatusEvent {
         vapi_call_id: required("p_vapi_call_id", p_vapi_call_id, ID_MAX)?,
-        route: Route::by_assistant("p_assistant_id", p_assistant_id)?,
+        routes: Routes::by_assistant("p_assistant_id", p_assistant_id)?,
         status: before_end("p_status", required("p_status", p_status, SHORT_TEXT_MAX)?)?,
         customer_number: optional("p_customer_number", p_customer_number, PHONE_MAX)?,
         phone_number_id: optional("p_phone_number_id", p_phone_number_id, ID_MAX)?,

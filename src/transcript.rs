@@ -2,7 +2,7 @@
 //! decodes into. Stored exactly once by its content hash; the same words spoken at another
 //! moment are another line. A line for a call not seen yet creates the call.
 
-use pgrx::datum::TimestampWithTimeZone;
+use pgrx::datum::{TimestampWithTimeZone, Uuid};
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 use sha2::{Digest, Sha256};
@@ -11,7 +11,7 @@ use crate::domain::{defaulted, moment, required, Role, TranscriptType, ID_MAX, L
 use crate::error::VoxError;
 use crate::jsonb::JsonbOut;
 use crate::outcome::{Answer, Detail, Effect};
-use crate::routing::{routed, Route, Routed};
+use crate::routing::{routed, unset_binds, Routed, Routes};
 
 static LINE: Routed = routed!("transcript.sql");
 
@@ -21,7 +21,7 @@ const SNAPSHOT_RETRIES: usize = 3;
 
 pub struct LineEvent<'a> {
     pub vapi_call_id: &'a str,
-    pub route: Route<'a>,
+    pub routes: Routes<'a>,
     pub role: Role,
     pub text: &'a str,
     pub spoken_at: TimestampWithTimeZone,
@@ -56,10 +56,8 @@ impl<'a> LineEvent<'a> {
 
     pub fn apply(self) -> Result<Answer<'a>, VoxError> {
         let content_hash = self.content_hash();
-        let [assistant, phone] = self.route.binds();
-        let args = [
-            assistant,
-            phone,
+        let mut args = Vec::from(unset_binds());
+        args.extend([
             self.vapi_call_id.into(),
             self.role.as_str().into(),
             self.text.into(),
@@ -67,31 +65,25 @@ impl<'a> LineEvent<'a> {
             self.transcript_type.as_str().into(),
             content_hash.as_slice().into(),
             crate::notify::notify().into(),
-        ];
-        Spi::connect_mut(|client| {
+        ]);
+        let (effect, org_id, call_id) = self.routes.first_connected(&LINE, args, |client, form, args| {
             for _ in 0..SNAPSHOT_RETRIES {
-                let table = self.route.statement(&LINE).run(client, &args)?;
-                // org_id, call_id, outbox_id; no row: no agent for the route
-                let Some(row) = table.into_iter().next() else { return Err(self.route.unknown()) };
-                let (org_id, call_id, outbox_id): (Option<pgrx::datum::Uuid>, Option<i64>, Option<i64>) =
+                let table = form.run(client, args)?;
+                // org_id, call_id, outbox_id; no row: this route has no org
+                let Some(row) = table.into_iter().next() else { return Ok(None) };
+                let (org_id, call_id, outbox_id): (Option<Uuid>, Option<i64>, Option<i64>) =
                     (row.get(1)?, row.get(2)?, row.get(3)?);
                 if let (Some(org_id), Some(call_id)) = (org_id, call_id) {
                     let effect = if outbox_id.is_some() { Effect::Applied } else { Effect::Duplicate };
-                    let hash = hex::encode(content_hash);
-                    let event_id = format!("transcript:{}:{hash}", self.vapi_call_id);
-                    let detail = Detail::Line { content_hash: hash };
-                    return Ok(Answer::new(
-                        effect,
-                        org_id.to_string(),
-                        Some(call_id),
-                        self.vapi_call_id,
-                        event_id,
-                        detail,
-                    ));
+                    return Ok(Some((effect, org_id, call_id)));
                 }
             }
             Err(VoxError::Contended { vapi_call_id: self.vapi_call_id.to_string() })
-        })
+        })?;
+        let hash = hex::encode(content_hash);
+        let event_id = format!("transcript:{}:{hash}", self.vapi_call_id);
+        let detail = Detail::Line { content_hash: hash };
+        Ok(Answer::new(effect, org_id.to_string(), Some(call_id), self.vapi_call_id, event_id, detail))
     }
 }
 
@@ -109,7 +101,7 @@ fn record_transcript(
 ) -> Result<JsonbOut, ErrorReport> {
     let line = LineEvent {
         vapi_call_id: required("p_vapi_call_id", p_vapi_call_id, ID_MAX)?,
-        route: Route::by_assistant("p_assistant_id", p_assistant_id)?,
+        routes: Routes::by_assistant("p_assistant_id", p_assistant_id)?,
         role: Role::parse("p_role", required("p_role", p_role, SHORT_TEXT_MAX)?)?,
         text: line_text("p_text", p_text)?,
         spoken_at: moment("p_spoken_at", defaulted("p_spoken_at", p_spoken_at)?)?,

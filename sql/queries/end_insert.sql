@@ -9,4 +9,5 @@ call AS (
     FROM agent JOIN mark ON mark.org_id = agent.org_id
     ON CONFLICT (org_id, vapi_call_id) DO UPDATE SET
         status = 'ended',
+        agent_id = COALESCE(c.agent_id, EXCLUDED.agent_id),
         updated_at = pg_catalog.now(),

@@ -1,8 +1,7 @@
--- The tenant of a message without an assistant id, routed by its phone number id ($2): the org
--- of the active agent registered for that number (route.sql's twin for squads and transient
--- assistants).
+-- The tenant of a message routed by a phone number id ($1) registered the 0.2.0 way, on an
+-- agent (upsert_agent's p_vapi_phone_number_id): that agent's org, and the agent.
 WITH agent AS (
     SELECT a.org_id, a.id
     FROM voxanne.agents AS a
-    WHERE a.active AND a.vapi_phone_number_id = $2
+    WHERE a.active AND a.vapi_phone_number_id = $1
 ),

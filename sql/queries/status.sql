@@ -16,6 +16,7 @@ call AS (
                       THEN EXCLUDED.status ELSE c.status END,
         status_event_id = CASE WHEN voxanne._status_rank(EXCLUDED.status) > voxanne._status_rank(c.status)
                                THEN EXCLUDED.status_event_id ELSE c.status_event_id END,
+        agent_id = COALESCE(c.agent_id, EXCLUDED.agent_id),
         lead_id = COALESCE(c.lead_id, EXCLUDED.lead_id),
         call_type = COALESCE(c.call_type, EXCLUDED.call_type),
         customer_number = COALESCE(c.customer_number, EXCLUDED.customer_number),

@@ -6,7 +6,7 @@ use std::borrow::Cow;
 
 use serde::Deserialize;
 
-use super::wire::{call_and_route, iso, message};
+use super::wire::{call_and_routes, iso, message};
 use crate::domain::{in_order, json_amount, url, EndSource, COST_MAX, DURATION_MAX_SECONDS};
 use crate::ending::{ended_reason, summary, transcript, EndEvent};
 use crate::error::VoxError;
@@ -76,7 +76,7 @@ fn first<'a>(candidates: &[(&'static str, Option<&'a Cow<'a, str>>)]) -> (&'stat
 
 pub fn handle(message: Node<'_>, kind: &str) -> Result<JsonbOut, VoxError> {
     let msg: EndOfCallReport = super::decode(message)?;
-    let (_, vapi_call_id, route) = call_and_route(&msg.call, &msg.assistant)?;
+    let (_, vapi_call_id, routes) = call_and_routes(&msg.call, msg.assistant_id.as_deref(), &msg.assistant)?;
     let started_at = msg.started_at.as_deref().map(|s| iso("message.startedAt", s)).transpose()?;
     let ended_at = msg.ended_at.as_deref().map(|s| iso("message.endedAt", s)).transpose()?;
     in_order(("message.startedAt", started_at), ("message.endedAt", ended_at))?;
@@ -107,7 +107,7 @@ pub fn handle(message: Node<'_>, kind: &str) -> Result<JsonbOut, VoxError> {
     ]);
     let event = EndEvent {
         vapi_call_id,
-        route,
+        routes,
         source: EndSource::Report,
         ended_reason: ended_reason("message.endedReason", msg.ended_reason.as_deref())?,
         started_at,

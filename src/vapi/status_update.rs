@@ -2,12 +2,12 @@
 
 use std::borrow::Cow;
 
-use super::wire::{call_and_route, message};
-use crate::domain::{optional, required, ID_MAX, PHONE_MAX, SHORT_TEXT_MAX};
+use super::wire::{call_and_routes, message};
+use crate::domain::{optional, required, CallStatus, ID_MAX, PHONE_MAX, SHORT_TEXT_MAX};
 use crate::ending::{ended_reason, EndEvent};
 use crate::error::VoxError;
 use crate::jsonb::{JsonbOut, Node};
-use crate::status::{before_end, StatusEvent};
+use crate::status::StatusEvent;
 
 message! {
     struct StatusUpdate {
@@ -20,17 +20,23 @@ message! {
 
 pub fn handle(message: Node<'_>, kind: &str) -> Result<JsonbOut, VoxError> {
     let msg: StatusUpdate = super::decode(message)?;
-    let (call, vapi_call_id, route) = call_and_route(&msg.call, &msg.assistant)?;
+    let (call, vapi_call_id, routes) = call_and_routes(&msg.call, msg.assistant_id.as_deref(), &msg.assistant)?;
     let at = msg.timestamp.as_ref().map(|t| t.resolve("message.timestamp")).transpose()?;
     let status = required("message.status", msg.status.as_deref(), SHORT_TEXT_MAX)?;
-    let answer = if status == "ended" {
+    let status = match CallStatus::parse("message.status", status) {
+        Ok(status) => status,
+        // not-found, deletion-failed and values Vapi adds later are no step of a call's life:
+        // acknowledged, so they never move a call and are never refused
+        Err(_) => return Ok(super::acknowledge(&format!("status-update[{status}]"), kind)),
+    };
+    let answer = if status == CallStatus::Ended {
         let reason = ended_reason("message.endedReason", msg.ended_reason.as_deref())?;
-        EndEvent::by_status(vapi_call_id, route, reason, at).apply()?
+        EndEvent::by_status(vapi_call_id, routes, reason, at).apply()?
     } else {
         StatusEvent {
             vapi_call_id,
-            route,
-            status: before_end("message.status", status)?,
+            routes,
+            status,
             customer_number: optional(
                 "message.call.customer.number",
                 call.customer.as_ref().and_then(|c| c.number.as_deref()),

@@ -3,7 +3,7 @@
 
 use std::borrow::Cow;
 
-use super::wire::{call_and_route, message};
+use super::wire::{call_and_routes, message};
 use crate::domain::{required, Role, TranscriptType, SHORT_TEXT_MAX};
 use crate::error::VoxError;
 use crate::jsonb::{JsonbOut, Node};
@@ -30,12 +30,20 @@ pub fn handle(message: Node<'_>, kind: &str) -> Result<JsonbOut, VoxError> {
     if transcript_type == TranscriptType::Partial {
         return Ok(super::acknowledge("transcript[partial]", kind));
     }
-    let (_, vapi_call_id, route) = call_and_route(&msg.call, &msg.assistant)?;
-    let spoken_at = msg.timestamp.as_ref().ok_or_else(|| VoxError::missing("message.timestamp"))?;
+    let (_, vapi_call_id, routes) = call_and_routes(&msg.call, msg.assistant_id.as_deref(), &msg.assistant)?;
+    let role = Role::parse("message.role", required("message.role", msg.role.as_deref(), SHORT_TEXT_MAX)?)?;
+    // Nothing said, or no moment to key the line by (a retry would store it again): the same
+    // utterance reaches the call's lines through conversation-update and the report.
+    let Some(spoken_at) = msg.timestamp.as_ref() else {
+        return Ok(super::acknowledge("transcript[no timestamp]", kind));
+    };
+    if msg.transcript.as_deref() == Some("") {
+        return Ok(super::acknowledge("transcript[empty]", kind));
+    }
     let line = LineEvent {
         vapi_call_id,
-        route,
-        role: Role::parse("message.role", required("message.role", msg.role.as_deref(), SHORT_TEXT_MAX)?)?,
+        routes,
+        role,
         text: line_text("message.transcript", msg.transcript.as_deref())?,
         spoken_at: spoken_at.resolve("message.timestamp")?,
         transcript_type,

@@ -8,7 +8,7 @@ use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 
 use crate::error::VoxError;
-use crate::routing::Route;
+use crate::routing::{Kind, Routes};
 
 /// Postgres timestamps count from 2000-01-01; Vapi's from 1970-01-01.
 const PG_EPOCH_OFFSET_MICROS: i64 = 946_684_800_000_000;
@@ -20,12 +20,24 @@ pub struct Call<'a> {
     pub id: Option<Cow<'a, str>>,
     #[serde(borrow)]
     pub assistant_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub squad_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub workflow_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub phone_number_id: Option<Cow<'a, str>>,
+    /// The Vapi org (required in every SDK `Call`).
+    #[serde(borrow)]
+    pub org_id: Option<Cow<'a, str>>,
+    /// A transient assistant: its config inline, with no id.
+    #[serde(borrow)]
+    pub assistant: Option<Assistant<'a>>,
+    #[serde(borrow)]
+    pub metadata: Option<Metadata<'a>>,
     #[serde(borrow, rename = "type")]
     pub call_type: Option<Cow<'a, str>>,
     #[serde(borrow)]
     pub customer: Option<Customer<'a>>,
-    #[serde(borrow)]
-    pub phone_number_id: Option<Cow<'a, str>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -35,15 +47,25 @@ pub struct Customer<'a> {
     pub number: Option<Cow<'a, str>>,
 }
 
+/// An assistant's config (the SDK's `CreateAssistantDto`, which has no id): only its metadata
+/// is read.
 #[derive(Deserialize, Default)]
 #[serde(default)]
 pub struct Assistant<'a> {
     #[serde(borrow)]
-    pub id: Option<Cow<'a, str>>,
+    pub metadata: Option<Metadata<'a>>,
+}
+
+/// The platform's own keys in `metadata`: the signed tenant token.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub struct Metadata<'a> {
+    #[serde(borrow)]
+    pub voxanne_tenant: Option<Cow<'a, str>>,
 }
 
 /// A Vapi message kind's struct: the fields every kind carries (`call`, `assistant`,
-/// `timestamp`) and its own, decoded together in one pass.
+/// `assistantId`, `timestamp`) and its own, decoded together in one pass.
 macro_rules! message {
     ($(#[$meta:meta])* struct $name:ident { $($(#[$attr:meta])* $field:ident: $ty:ty,)* }) => {
         $(#[$meta])*
@@ -54,6 +76,9 @@ macro_rules! message {
             call: Option<$crate::vapi::wire::Call<'a>>,
             #[serde(borrow)]
             assistant: Option<$crate::vapi::wire::Assistant<'a>>,
+            /// the squad member speaking (transcripts)
+            #[serde(borrow)]
+            assistant_id: Option<std::borrow::Cow<'a, str>>,
             // checked for every kind, as before; the report does not use it
             #[allow(dead_code)]
             #[serde(borrow)]
@@ -64,26 +89,42 @@ macro_rules! message {
 }
 pub(crate) use message;
 
-/// The call a message is about (`message.call.id`) and whose it is.
-pub fn call_and_route<'c, 'a>(
+/// The call a message is about (`message.call.id`) and the ids it can be routed by.
+pub fn call_and_routes<'c, 'a>(
     call: &'c Option<Call<'a>>,
+    assistant_id: Option<&'c str>,
     assistant: &'c Option<Assistant<'a>>,
-) -> Result<(&'c Call<'a>, &'c str, Route<'c>), VoxError> {
+) -> Result<(&'c Call<'a>, &'c str, Routes<'c>), VoxError> {
     let call = call.as_ref().ok_or_else(|| VoxError::missing("message.call"))?;
     let id = crate::domain::required("message.call.id", call.id.as_deref(), crate::domain::ID_MAX)?;
-    Ok((call, id, route(Some(call), assistant.as_ref())?))
+    Ok((call, id, routes(Some(call), assistant_id, assistant.as_ref())?))
 }
 
-/// Whose message it is, by the ids in the documented order: `call.assistantId`,
-/// `assistant.id`, `call.phoneNumberId`.
-pub fn route<'c>(call: Option<&'c Call<'_>>, assistant: Option<&'c Assistant<'_>>) -> Result<Route<'c>, VoxError> {
-    Route::first_of(
-        [
-            ("message.call.assistantId", call.and_then(|c| c.assistant_id.as_deref())),
-            ("message.assistant.id", assistant.and_then(|a| a.id.as_deref())),
-        ],
-        ("message.call.phoneNumberId", call.and_then(|c| c.phone_number_id.as_deref())),
-    )
+/// The ids a message can be routed by, in the order of src/routing.rs.
+pub fn routes<'c>(
+    call: Option<&'c Call<'_>>,
+    assistant_id: Option<&'c str>,
+    assistant: Option<&'c Assistant<'_>>,
+) -> Result<Routes<'c>, VoxError> {
+    let of_call = |f: fn(&'c Call<'_>) -> Option<&'c str>| call.and_then(f);
+    let token =
+        |a: Option<&'c Assistant<'_>>| a.and_then(|a| a.metadata.as_ref()).and_then(|m| m.voxanne_tenant.as_deref());
+    let call_assistant = of_call(|c| c.assistant_id.as_deref());
+    // the call's own assistant is tried once, as the call's
+    let member = assistant_id.filter(|id| Some(*id) != call_assistant);
+    Ok(Routes::new("message.call.assistantId")
+        .assistant("message.call.assistantId", call_assistant, false)?
+        .assistant("message.assistantId", member, true)?
+        .directory("message.call.squadId", Kind::Squad, of_call(|c| c.squad_id.as_deref()))?
+        .directory("message.call.workflowId", Kind::Workflow, of_call(|c| c.workflow_id.as_deref()))?
+        .directory("message.call.phoneNumberId", Kind::PhoneNumber, of_call(|c| c.phone_number_id.as_deref()))?
+        .directory("message.call.orgId", Kind::VapiOrg, of_call(|c| c.org_id.as_deref()))?
+        .token("message.call.assistant.metadata.voxanne_tenant", token(call.and_then(|c| c.assistant.as_ref())))
+        .token("message.assistant.metadata.voxanne_tenant", token(assistant))
+        .token(
+            "message.call.metadata.voxanne_tenant",
+            call.and_then(|c| c.metadata.as_ref()).and_then(|m| m.voxanne_tenant.as_deref()),
+        ))
 }
 
 /// `message.timestamp`: milliseconds since the epoch (current payloads; may be fractional or

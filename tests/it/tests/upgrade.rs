@@ -1,6 +1,6 @@
-//! Upgrades and backups: a 0.1.0 database with data upgraded by `ALTER EXTENSION … UPDATE` keeps
-//! its data, gains the 0.2.0 API and ends with exactly the schema of a fresh 0.2.0 install; and
-//! pg_dump / pg_restore of a database using the extension keeps every row.
+//! Upgrades and backups: a 0.1.0 or 0.2.0 database with data upgraded by `ALTER EXTENSION …
+//! UPDATE` keeps its data, gains the new API and ends with exactly the schema of a fresh install
+//! of the new version; and pg_dump / pg_restore of a database using the extension keeps every row.
 
 use std::process::Command;
 
@@ -57,27 +57,22 @@ async fn write_a_call(client: &Client, org: &Org, call: &str) {
     org.report(call, &Report::for_call(call)).call(client).await.unwrap();
 }
 
-#[tokio::test]
-async fn upgrading_0_1_0_keeps_data_and_equals_a_fresh_0_2_0_install() {
-    let (old_db, old) = private_db("", "CREATE EXTENSION voxanne_ext VERSION '0.1.0'").await;
-    assert_eq!(scalar(&old, "SELECT extversion FROM pg_extension WHERE extname = 'voxanne_ext'").await, "0.1.0");
+/// `ALTER EXTENSION … UPDATE` from `from` to `to` on a database with a call in it keeps the call
+/// row and every outbox row, and gives exactly the schema of a fresh `to` install. Returns the
+/// upgraded database (and its name) for the version's own checks.
+async fn upgrade_keeps_data_and_equals_a_fresh_install(from: &str, to: &str) -> (String, Client, Org) {
+    let (old_db, old) = private_db("", &format!("CREATE EXTENSION voxanne_ext VERSION '{from}'")).await;
+    assert_eq!(scalar(&old, "SELECT extversion FROM pg_extension WHERE extname = 'voxanne_ext'").await, from);
     let org = Org::create(&old).await;
     write_a_call(&old, &org, "before-upgrade").await;
     let before = scalar(&old, "SELECT row(c.*)::text FROM voxanne.calls c").await;
 
-    old.batch_execute("ALTER EXTENSION voxanne_ext UPDATE TO '0.2.0'").await.expect("upgrade");
-    assert_eq!(scalar(&old, "SELECT extversion FROM pg_extension WHERE extname = 'voxanne_ext'").await, "0.2.0");
+    old.batch_execute(&format!("ALTER EXTENSION voxanne_ext UPDATE TO '{to}'")).await.expect("upgrade");
+    assert_eq!(scalar(&old, "SELECT extversion FROM pg_extension WHERE extname = 'voxanne_ext'").await, to);
     assert_eq!(scalar(&old, "SELECT row(c.*)::text FROM voxanne.calls c").await, before, "the call row is untouched");
     assert_eq!(scalar(&old, "SELECT count(*)::text FROM voxanne.outbox").await, "3");
 
-    // the new API works on upgraded data, and old rows are readable in order
-    let read =
-        scalar(&old, "SELECT string_agg(topic, ',' ORDER BY xid, id) FROM voxanne.outbox_read('after-upgrade')").await;
-    assert_eq!(read, "call.status,call.transcript,call.ended");
-    write_a_call(&old, &org, "after-upgrade").await;
-    assert_eq!(scalar(&old, "SELECT count(*)::text FROM voxanne.calls").await, "2");
-
-    let (new_db, fresh) = private_db("", "CREATE EXTENSION voxanne_ext").await;
+    let (new_db, fresh) = private_db("", &format!("CREATE EXTENSION voxanne_ext VERSION '{to}'")).await;
     let (upgraded, installed) = (fingerprint(&old).await, fingerprint(&fresh).await);
     if upgraded != installed {
         let a: Vec<&str> = upgraded.lines().collect();
@@ -86,8 +81,52 @@ async fn upgrading_0_1_0_keeps_data_and_equals_a_fresh_0_2_0_install() {
         let only_fresh: Vec<&&str> = b.iter().filter(|l| !a.contains(l)).collect();
         panic!("schemas differ\nonly after upgrade: {only_upgraded:#?}\nonly in a fresh install: {only_fresh:#?}");
     }
-    drop_db(&old_db).await;
     drop_db(&new_db).await;
+    (old_db, old, org)
+}
+
+#[tokio::test]
+async fn upgrading_0_1_0_to_0_2_0_keeps_data_and_equals_a_fresh_0_2_0_install() {
+    let (db, old, org) = upgrade_keeps_data_and_equals_a_fresh_install("0.1.0", "0.2.0").await;
+    // the new API works on upgraded data, and old rows are readable in order
+    let read =
+        scalar(&old, "SELECT string_agg(topic, ',' ORDER BY xid, id) FROM voxanne.outbox_read('after-upgrade')").await;
+    assert_eq!(read, "call.status,call.transcript,call.ended");
+    write_a_call(&old, &org, "after-upgrade").await;
+    assert_eq!(scalar(&old, "SELECT count(*)::text FROM voxanne.calls").await, "2");
+    drop_db(&db).await;
+}
+
+#[tokio::test]
+async fn upgrading_0_2_0_to_0_3_0_keeps_data_and_routes_every_call_shape() {
+    let (db, old, org) = upgrade_keeps_data_and_equals_a_fresh_install("0.2.0", "0.3.0").await;
+    write_a_call(&old, &org, "after-upgrade").await;
+    // the 0.3.0 routes on upgraded data: a squad and a tenant token
+    old.execute("SELECT voxanne.upsert_squad($1::uuid, 'squad-upgraded')", &[&org.id]).await.unwrap();
+    let squad = r#"{"message":{"type":"status-update","status":"ringing","call":{"id":"squad-call","orgId":"v","squadId":"squad-upgraded"}}}"#;
+    let answer = scalar(&old, &format!("SELECT voxanne.handle_vapi_message('{squad}')->>'org_id'")).await;
+    assert_eq!(answer, org.id.to_string());
+    let token = scalar(&old, &format!("SELECT voxanne.tenant_token('{}')", org.id)).await;
+    let web = format!(
+        r#"{{"message":{{"type":"status-update","status":"in-progress","call":{{"id":"web-call","orgId":"v","assistant":{{"metadata":{{"voxanne_tenant":"{token}"}}}}}}}}}}"#
+    );
+    let answer = scalar(&old, &format!("SELECT voxanne.handle_vapi_message('{web}')->>'org_id'")).await;
+    assert_eq!(answer, org.id.to_string());
+    assert_eq!(
+        scalar(
+            &old,
+            "SELECT string_agg(vapi_call_id || ':' || (agent_id IS NULL), ',' ORDER BY id) FROM voxanne.calls"
+        )
+        .await,
+        "before-upgrade:false,after-upgrade:false,squad-call:true,web-call:true"
+    );
+    drop_db(&db).await;
+}
+
+#[tokio::test]
+async fn upgrading_0_1_0_straight_to_0_3_0_equals_a_fresh_install() {
+    let (db, _, _) = upgrade_keeps_data_and_equals_a_fresh_install("0.1.0", "0.3.0").await;
+    drop_db(&db).await;
 }
 
 fn run(cmd: &mut Command) {

@@ -1,0 +1,180 @@
+-- voxanne_ext 0.2.0 -> 0.3.0: every call shape routes (the directory of phone numbers, squads,
+-- workflows and Vapi orgs; signed tenant tokens for transient assistants), calls without an
+-- agent, and the end-of-call report kept whole. Every statement here is also in the 0.3.0
+-- install script; tests/it/tests/upgrade.rs checks that an upgraded database and a fresh 0.3.0
+-- one have the same schema.
+
+\echo Use "ALTER EXTENSION voxanne_ext UPDATE TO '0.3.0'" to load this file. \quit
+
+-- Every Vapi id other than an assistant's that routes a call to an org (0.3.0): phone numbers,
+-- squads, workflows and Vapi orgs (a tenant that brings its own Vapi account). An id belongs to
+-- exactly one org, active or not, so no org can park a copy of another's id to take it over
+-- later. A phone number may name what assistant-request answers for it: an assistant or a
+-- squad, or neither (numbers whose assistant the app picks).
+CREATE TABLE voxanne.directory (
+    org_id            uuid        NOT NULL,
+    kind              text        NOT NULL CONSTRAINT directory_kind_known
+                                  CHECK (kind IN ('phone_number', 'squad', 'workflow', 'vapi_org')),
+    vapi_id           text        NOT NULL,
+    vapi_assistant_id text,
+    vapi_squad_id     text,
+    active            boolean     NOT NULL DEFAULT true,
+    created_at        timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    updated_at        timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    PRIMARY KEY (org_id, kind, vapi_id),
+    -- across orgs, as agents' constraints; its index is also the routing lookup
+    CONSTRAINT directory_one_org_per_id EXCLUDE USING btree (kind WITH =, vapi_id WITH =),
+    CONSTRAINT directory_answer_of_a_phone_number CHECK (
+        (vapi_assistant_id IS NULL AND vapi_squad_id IS NULL)
+        OR (kind = 'phone_number' AND (vapi_assistant_id IS NULL OR vapi_squad_id IS NULL)))
+);
+
+-- The per-org key of the signed tenant tokens (voxanne.tenant_token) that route the calls of
+-- transient assistants (0.3.0). Only the extension's functions read it.
+CREATE TABLE voxanne.tenant_keys (
+    org_id     uuid        PRIMARY KEY,
+    key        bytea       NOT NULL CONSTRAINT tenant_keys_256_bits CHECK (pg_catalog.length(key) = 32),
+    created_at timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+
+-- Existing calls keep their agent; a call routed by anything but an assistant has none.
+ALTER TABLE voxanne.calls ALTER COLUMN agent_id DROP NOT NULL;
+
+-- The end-of-call report as Vapi sent it (0.3.0), whole: its messages, analysis (summary,
+-- structuredData, successEvaluation), costs and everything Vapi adds later, so an app can
+-- recompute anything. calls holds what the product reads out of it.
+CREATE TABLE voxanne.call_reports (
+    org_id      uuid        NOT NULL,
+    call_id     bigint      NOT NULL,
+    report      jsonb       NOT NULL,
+    received_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    PRIMARY KEY (org_id, call_id),
+    CONSTRAINT call_reports_call_fkey FOREIGN KEY (org_id, call_id)
+        REFERENCES voxanne.calls (org_id, id) ON DELETE CASCADE
+);
+
+SELECT pg_catalog.pg_extension_config_dump('voxanne.directory', '');
+SELECT pg_catalog.pg_extension_config_dump('voxanne.tenant_keys', '');
+SELECT pg_catalog.pg_extension_config_dump('voxanne.call_reports', '');
+
+ALTER TABLE voxanne.directory ENABLE ROW LEVEL SECURITY;
+CREATE POLICY directory_own_org_read ON voxanne.directory
+    FOR SELECT USING (org_id = (SELECT voxanne.current_org_id()));
+ALTER TABLE voxanne.call_reports ENABLE ROW LEVEL SECURITY;
+CREATE POLICY call_reports_own_org_read ON voxanne.call_reports
+    FOR SELECT USING (org_id = (SELECT voxanne.current_org_id()));
+ALTER TABLE voxanne.tenant_keys ENABLE ROW LEVEL SECURITY;
+
+CREATE FUNCTION voxanne.upsert_phone_number(
+	"p_org_id" uuid, /* Option < Uuid > */
+	"p_vapi_phone_number_id" TEXT, /* Option < & str > */
+	"p_vapi_assistant_id" TEXT DEFAULT NULL, /* Option < & str > */
+	"p_active" bool DEFAULT true, /* Option < bool > */
+	"p_vapi_squad_id" TEXT DEFAULT NULL /* Option < & str > */
+) RETURNS VOID /* Result < (), ErrorReport > */
+VOLATILE SECURITY DEFINER
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'upsert_phone_number_wrapper';
+
+CREATE FUNCTION voxanne.upsert_vapi_org(
+	"p_org_id" uuid, /* Option < Uuid > */
+	"p_vapi_org_id" TEXT, /* Option < & str > */
+	"p_active" bool DEFAULT true /* Option < bool > */
+) RETURNS VOID /* Result < (), ErrorReport > */
+VOLATILE SECURITY DEFINER
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'upsert_vapi_org_wrapper';
+
+CREATE FUNCTION voxanne.upsert_squad(
+	"p_org_id" uuid, /* Option < Uuid > */
+	"p_vapi_squad_id" TEXT, /* Option < & str > */
+	"p_active" bool DEFAULT true /* Option < bool > */
+) RETURNS VOID /* Result < (), ErrorReport > */
+VOLATILE SECURITY DEFINER
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'upsert_squad_wrapper';
+
+CREATE FUNCTION voxanne.upsert_workflow(
+	"p_org_id" uuid, /* Option < Uuid > */
+	"p_vapi_workflow_id" TEXT, /* Option < & str > */
+	"p_active" bool DEFAULT true /* Option < bool > */
+) RETURNS VOID /* Result < (), ErrorReport > */
+VOLATILE SECURITY DEFINER
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'upsert_workflow_wrapper';
+
+CREATE FUNCTION voxanne.tenant_token(
+	"p_org_id" uuid /* Option < Uuid > */
+) RETURNS TEXT /* Result < String, ErrorReport > */
+VOLATILE SECURITY DEFINER
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'tenant_token_wrapper';
+
+CREATE FUNCTION voxanne.rotate_tenant_key(
+	"p_org_id" uuid /* Option < Uuid > */
+) RETURNS TEXT /* Result < String, ErrorReport > */
+VOLATILE SECURITY DEFINER
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'rotate_tenant_key_wrapper';
+
+REVOKE ALL ON FUNCTION
+    voxanne.upsert_phone_number(uuid, text, text, boolean, text),
+    voxanne.upsert_vapi_org(uuid, text, boolean),
+    voxanne.upsert_squad(uuid, text, boolean),
+    voxanne.upsert_workflow(uuid, text, boolean),
+    voxanne.tenant_token(uuid),
+    voxanne.rotate_tenant_key(uuid)
+FROM PUBLIC;
+REVOKE ALL ON voxanne.directory, voxanne.tenant_keys, voxanne.call_reports FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION voxanne.grant_api_roles() RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'service_role') THEN
+        GRANT USAGE ON SCHEMA voxanne TO service_role;
+        GRANT SELECT ON ALL TABLES IN SCHEMA voxanne TO service_role;
+        -- a key would let its holder mint tokens without tenant_token's audit trail
+        REVOKE SELECT ON voxanne.tenant_keys FROM service_role;
+        GRANT INSERT, UPDATE, DELETE ON voxanne.leads TO service_role;
+        GRANT EXECUTE ON FUNCTION
+            voxanne.upsert_agent(uuid, text, text, boolean, text),
+            voxanne.upsert_phone_number(uuid, text, text, boolean, text),
+            voxanne.upsert_vapi_org(uuid, text, boolean),
+            voxanne.upsert_squad(uuid, text, boolean),
+            voxanne.upsert_workflow(uuid, text, boolean),
+            voxanne.tenant_token(uuid),
+            voxanne.rotate_tenant_key(uuid),
+            voxanne.create_inbound_call(text, text, text, text, text, text, timestamptz),
+            voxanne.complete_call(text, text, text, timestamptz, timestamptz, numeric, numeric,
+                                  text, text, text, text),
+            voxanne.record_transcript(text, text, text, text, timestamptz, text),
+            voxanne.purge_processed_events(interval),
+            voxanne.handle_vapi_message(jsonb),
+            voxanne.record_rejected_event(text, text, text),
+            voxanne.outbox_read(text, integer),
+            voxanne.outbox_ack(text, xid8, bigint),
+            voxanne.outbox_drop_consumer(text),
+            voxanne.purge_outbox(interval),
+            voxanne.current_org_id()
+        TO service_role;
+    END IF;
+    IF EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'authenticated') THEN
+        -- Read-only, and RLS narrows every read to the caller's org.
+        GRANT USAGE ON SCHEMA voxanne TO authenticated;
+        GRANT SELECT ON voxanne.agents, voxanne.directory, voxanne.leads, voxanne.calls,
+                        voxanne.call_transcripts, voxanne.call_reports, voxanne.outbox TO authenticated;
+        GRANT EXECUTE ON FUNCTION voxanne.current_org_id() TO authenticated;
+    END IF;
+    -- anon gets nothing at all.
+END
+$$;
+
+SELECT voxanne.grant_api_roles();
