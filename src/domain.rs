@@ -42,7 +42,7 @@ pub fn defaulted<T>(field: &'static str, value: Option<T>) -> Result<T, VoxError
 }
 
 /// A finite point in time.
-pub fn moment(field: &'static str, ts: TimestampWithTimeZone) -> Result<TimestampWithTimeZone, VoxError> {
+pub fn moment(field: impl Into<Field>, ts: TimestampWithTimeZone) -> Result<TimestampWithTimeZone, VoxError> {
     if ts.is_finite() {
         Ok(ts)
     } else {

@@ -12,12 +12,22 @@ use crate::domain::{
     SHORT_TEXT_MAX, SUMMARY_MAX, TRANSCRIPT_MAX,
 };
 use crate::error::VoxError;
-use crate::jsonb::JsonbOut;
+use crate::jsonb::{JsonbBind, JsonbOut};
 use crate::outcome::Answer;
 use crate::routing::{routed, Routed, Routes};
 
 static BY_REPORT: Routed =
     routed!("call_mark.sql", "end_insert.sql", "end_by_report.sql", "end_returning.sql", "call_announce.sql");
+/// The webhook's report, also kept whole. Its own statement, so `complete_call` keeps working
+/// on a 0.2.0 schema until `ALTER EXTENSION … UPDATE` adds call_reports.
+static BY_REPORT_KEPT: Routed = routed!(
+    "call_mark.sql",
+    "end_insert.sql",
+    "end_by_report.sql",
+    "end_returning.sql",
+    "report.sql",
+    "call_announce.sql"
+);
 static BY_STATUS: Routed =
     routed!("call_mark.sql", "end_insert.sql", "end_by_status.sql", "end_returning.sql", "call_announce.sql");
 
@@ -33,6 +43,8 @@ pub struct EndEvent<'a> {
     pub summary: Option<&'a str>,
     pub transcript: Option<&'a str>,
     pub recording_url: Option<&'a str>,
+    /// The webhook's body, for a report.
+    pub body: Option<JsonbBind<'a>>,
 }
 
 impl<'a> EndEvent<'a> {
@@ -55,11 +67,15 @@ impl<'a> EndEvent<'a> {
             summary: None,
             transcript: None,
             recording_url: None,
+            body: None,
         }
     }
 
     pub fn apply(self) -> Result<Answer<'a>, VoxError> {
         let (statement, event_id, topic) = match self.source {
+            EndSource::Report if self.body.is_some() => {
+                (&BY_REPORT_KEPT, format!("report:{}", self.vapi_call_id), "call.ended")
+            }
             EndSource::Report => (&BY_REPORT, format!("report:{}", self.vapi_call_id), "call.ended"),
             EndSource::StatusUpdate => (&BY_STATUS, format!("status:{}:ended", self.vapi_call_id), "call.status"),
         };
@@ -81,6 +97,7 @@ impl<'a> EndEvent<'a> {
                 self.summary.into(),
                 self.transcript.into(),
                 self.recording_url.into(),
+                self.body.into(),
             ],
         )
     }
@@ -128,6 +145,7 @@ fn complete_call(
         summary: summary("p_summary", p_summary)?,
         transcript: transcript("p_transcript", p_transcript)?,
         recording_url: url("p_recording_url", p_recording_url)?,
+        body: None,
     };
     in_order(("p_started_at", event.started_at), ("p_ended_at", event.ended_at))?;
     Ok(event.apply()?.jsonb())

@@ -29,6 +29,25 @@ impl JsonbArg {
         // SAFETY: the pointer is a detoasted jsonb that outlives the borrow of self.
         unsafe { Node::of_container(&raw mut (*self.0).root) }
     }
+
+    /// The argument as a bind of a statement, as it is: no copy, no printing.
+    pub fn bind(&self) -> JsonbBind<'_> {
+        JsonbBind(self.0, PhantomData)
+    }
+}
+
+/// A `jsonb` argument passed on to a statement; valid while the argument is.
+#[derive(Clone, Copy)]
+pub struct JsonbBind<'a>(*mut pg_sys::Jsonb, PhantomData<&'a JsonbArg>);
+
+impl IntoDatum for JsonbBind<'_> {
+    fn into_datum(self) -> Option<pg_sys::Datum> {
+        Some(pg_sys::Datum::from(self.0))
+    }
+
+    fn type_oid() -> pg_sys::Oid {
+        pg_sys::JSONBOID
+    }
 }
 
 impl FromDatum for JsonbArg {

@@ -38,8 +38,10 @@ pub struct Answer<'a> {
 pub enum Detail {
     /// Call messages: the call's status after the message.
     Status { status: Option<String> },
-    /// Transcript lines: the line's key.
+    /// One transcript line: its key.
     Line { content_hash: String },
+    /// Many lines (a conversation-update, a report's messages): how many, how many were new.
+    Lines { lines: usize, stored: i64 },
 }
 
 impl<'a> Answer<'a> {

@@ -98,7 +98,7 @@ struct Candidate<'a> {
 }
 
 /// The ids a message carries, in the order they are tried.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Routes<'a> {
     /// Named when no id at all was given.
     first_field: &'static str,

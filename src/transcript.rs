@@ -1,6 +1,7 @@
-//! One line of what was said: `record_transcript`, and the event the webhook's `transcript`
-//! decodes into. Stored exactly once by its content hash; the same words spoken at another
-//! moment are another line. A line for a call not seen yet creates the call.
+//! What was said: `record_transcript`, and the event the webhook's `transcript`,
+//! `conversation-update` and the report's messages decode into. Each line is stored exactly once
+//! by its content hash; the same words spoken at another moment are another line. A line for a
+//! call not seen yet creates the call.
 
 use pgrx::datum::{TimestampWithTimeZone, Uuid};
 use pgrx::pg_sys::panic::ErrorReport;
@@ -13,19 +14,27 @@ use crate::jsonb::JsonbOut;
 use crate::outcome::{Answer, Detail, Effect};
 use crate::routing::{routed, unset_binds, Routed, Routes};
 
-static LINE: Routed = routed!("transcript.sql");
+static LINES: Routed = routed!("lines.sql");
 
 /// How often the statement is re-run when the call row was committed by a concurrent session
 /// after the statement's snapshot. Once is enough in READ COMMITTED; the rest is headroom.
 const SNAPSHOT_RETRIES: usize = 3;
 
-pub struct LineEvent<'a> {
-    pub vapi_call_id: &'a str,
-    pub routes: Routes<'a>,
+/// Who said what, when.
+pub struct Line<'a> {
     pub role: Role,
     pub text: &'a str,
     pub spoken_at: TimestampWithTimeZone,
     pub transcript_type: TranscriptType,
+}
+
+/// The lines of one call that one message carries: a transcript message's (or
+/// `record_transcript`'s) one, or the whole conversation so far of a conversation-update or a
+/// report, of which most are already stored.
+pub struct LineEvent<'a> {
+    pub vapi_call_id: &'a str,
+    pub routes: Routes<'a>,
+    pub lines: Vec<Line<'a>>,
 }
 
 /// The text of a line, as both ways in check it.
@@ -33,13 +42,13 @@ pub fn line_text<'a>(field: &'static str, value: Option<&'a str>) -> Result<&'a 
     required(field, value, LINE_MAX)
 }
 
-impl<'a> LineEvent<'a> {
+impl Line<'_> {
     /// sha256 over length-prefixed fields, so no two different lines frame to the same bytes
     /// (seed #5: a prefix or a one-second bucket dropped genuine repeats).
-    pub fn content_hash(&self) -> [u8; 32] {
+    pub fn content_hash(&self, vapi_call_id: &str) -> [u8; 32] {
         let micros = self.spoken_at.into_inner().to_be_bytes();
         let fields: [&[u8]; 5] = [
-            self.vapi_call_id.as_bytes(),
+            vapi_call_id.as_bytes(),
             self.role.as_str().as_bytes(),
             self.transcript_type.as_str().as_bytes(),
             &micros,
@@ -53,36 +62,44 @@ impl<'a> LineEvent<'a> {
         }
         hasher.finalize().into()
     }
+}
 
+impl<'a> LineEvent<'a> {
+    /// Stores the lines not stored yet, each with its outbox row. One line is answered with its
+    /// key; many with how many were new.
     pub fn apply(self) -> Result<Answer<'a>, VoxError> {
-        let content_hash = self.content_hash();
+        let hashes: Vec<[u8; 32]> = self.lines.iter().map(|l| l.content_hash(self.vapi_call_id)).collect();
         let mut args = Vec::from(unset_binds());
         args.extend([
             self.vapi_call_id.into(),
-            self.role.as_str().into(),
-            self.text.into(),
-            self.spoken_at.into(),
-            self.transcript_type.as_str().into(),
-            content_hash.as_slice().into(),
+            self.lines.iter().map(|l| l.role.as_str()).collect::<Vec<_>>().into(),
+            self.lines.iter().map(|l| l.text).collect::<Vec<_>>().into(),
+            self.lines.iter().map(|l| l.spoken_at).collect::<Vec<_>>().into(),
+            self.lines.iter().map(|l| l.transcript_type.as_str()).collect::<Vec<_>>().into(),
+            hashes.iter().map(|h| h.as_slice()).collect::<Vec<_>>().into(),
             crate::notify::notify().into(),
         ]);
-        let (effect, org_id, call_id) = self.routes.first_connected(&LINE, args, |client, form, args| {
+        let (org_id, call_id, stored) = self.routes.first_connected(&LINES, args, |client, form, args| {
             for _ in 0..SNAPSHOT_RETRIES {
                 let table = form.run(client, args)?;
-                // org_id, call_id, outbox_id; no row: this route has no org
+                // org_id, call_id, stored; no row: this route has no org
                 let Some(row) = table.into_iter().next() else { return Ok(None) };
-                let (org_id, call_id, outbox_id): (Option<Uuid>, Option<i64>, Option<i64>) =
+                let (org_id, call_id, stored): (Option<Uuid>, Option<i64>, Option<i64>) =
                     (row.get(1)?, row.get(2)?, row.get(3)?);
                 if let (Some(org_id), Some(call_id)) = (org_id, call_id) {
-                    let effect = if outbox_id.is_some() { Effect::Applied } else { Effect::Duplicate };
-                    return Ok(Some((effect, org_id, call_id)));
+                    return Ok(Some((org_id, call_id, stored.unwrap_or(0))));
                 }
             }
             Err(VoxError::Contended { vapi_call_id: self.vapi_call_id.to_string() })
         })?;
-        let hash = hex::encode(content_hash);
-        let event_id = format!("transcript:{}:{hash}", self.vapi_call_id);
-        let detail = Detail::Line { content_hash: hash };
+        let effect = if stored > 0 { Effect::Applied } else { Effect::Duplicate };
+        let (event_id, detail) = match hashes.as_slice() {
+            [one] => {
+                let hash = hex::encode(one);
+                (format!("transcript:{}:{hash}", self.vapi_call_id), Detail::Line { content_hash: hash })
+            }
+            _ => (format!("lines:{}", self.vapi_call_id), Detail::Lines { lines: hashes.len(), stored }),
+        };
         Ok(Answer::new(effect, org_id.to_string(), Some(call_id), self.vapi_call_id, event_id, detail))
     }
 }
@@ -99,18 +116,20 @@ fn record_transcript(
     p_spoken_at: Option<TimestampWithTimeZone>,
     p_transcript_type: default!(Option<&str>, "'final'"),
 ) -> Result<JsonbOut, ErrorReport> {
-    let line = LineEvent {
+    let event = LineEvent {
         vapi_call_id: required("p_vapi_call_id", p_vapi_call_id, ID_MAX)?,
         routes: Routes::by_assistant("p_assistant_id", p_assistant_id)?,
-        role: Role::parse("p_role", required("p_role", p_role, SHORT_TEXT_MAX)?)?,
-        text: line_text("p_text", p_text)?,
-        spoken_at: moment("p_spoken_at", defaulted("p_spoken_at", p_spoken_at)?)?,
-        transcript_type: TranscriptType::parse(
-            "p_transcript_type",
-            required("p_transcript_type", p_transcript_type, SHORT_TEXT_MAX)?,
-        )?,
+        lines: vec![Line {
+            role: Role::parse("p_role", required("p_role", p_role, SHORT_TEXT_MAX)?)?,
+            text: line_text("p_text", p_text)?,
+            spoken_at: moment("p_spoken_at", defaulted("p_spoken_at", p_spoken_at)?)?,
+            transcript_type: TranscriptType::parse(
+                "p_transcript_type",
+                required("p_transcript_type", p_transcript_type, SHORT_TEXT_MAX)?,
+            )?,
+        }],
     };
-    Ok(line.apply()?.jsonb())
+    Ok(event.apply()?.jsonb())
 }
 #[cfg(any(test, feature = "pg_test"))]
 #[pg_schema]

@@ -1,16 +1,18 @@
 //! `end-of-call-report`: the authoritative end of a call. Current payloads carry the recording,
 //! transcript and summary under `artifact` and `analysis`; older ones at the top level. Each
-//! value is checked under the path it came from.
+//! value is checked under the path it came from. The report itself is kept whole
+//! (`voxanne.call_reports`), and its `artifact.messages` are the call's lines.
 
 use std::borrow::Cow;
 
 use serde::Deserialize;
 
-use super::wire::{call_and_routes, iso, message};
+use super::wire::{call_and_routes, iso, message, spoken_lines, ListMessage};
 use crate::domain::{in_order, json_amount, url, EndSource, COST_MAX, DURATION_MAX_SECONDS};
 use crate::ending::{ended_reason, summary, transcript, EndEvent};
 use crate::error::VoxError;
-use crate::jsonb::{JsonbOut, Node};
+use crate::jsonb::{JsonbBind, JsonbOut, Node};
+use crate::transcript::LineEvent;
 
 message! {
     struct EndOfCallReport {
@@ -51,12 +53,18 @@ struct Artifact<'a> {
     #[serde(borrow)]
     recording_url: Option<Cow<'a, str>>,
     #[serde(borrow)]
+    stereo_recording_url: Option<Cow<'a, str>>,
+    #[serde(borrow)]
     recording: Option<Recording<'a>>,
+    #[serde(borrow)]
+    messages: Option<Vec<ListMessage<'a>>>,
 }
 
 #[derive(Deserialize, Default)]
-#[serde(default)]
+#[serde(rename_all = "camelCase", default)]
 struct Recording<'a> {
+    #[serde(borrow)]
+    stereo_url: Option<Cow<'a, str>>,
     #[serde(borrow)]
     mono: Option<Mono<'a>>,
 }
@@ -74,9 +82,10 @@ fn first<'a>(candidates: &[(&'static str, Option<&'a Cow<'a, str>>)]) -> (&'stat
     (given.0, given.1.map(|v| v.as_ref()))
 }
 
-pub fn handle(message: Node<'_>, kind: &str) -> Result<JsonbOut, VoxError> {
+pub fn handle<'a>(message: Node<'a>, kind: &str, body: JsonbBind<'a>) -> Result<JsonbOut, VoxError> {
     let msg: EndOfCallReport = super::decode(message)?;
     let (_, vapi_call_id, routes) = call_and_routes(&msg.call, msg.assistant_id.as_deref(), &msg.assistant)?;
+    let lines_routes = routes.clone();
     let started_at = msg.started_at.as_deref().map(|s| iso("message.startedAt", s)).transpose()?;
     let ended_at = msg.ended_at.as_deref().map(|s| iso("message.endedAt", s)).transpose()?;
     in_order(("message.startedAt", started_at), ("message.endedAt", ended_at))?;
@@ -91,7 +100,8 @@ pub fn handle(message: Node<'_>, kind: &str) -> Result<JsonbOut, VoxError> {
     };
     let artifact = msg.artifact.as_ref();
     let analysis = msg.analysis.as_ref();
-    let mono = artifact.and_then(|a| a.recording.as_ref()).and_then(|r| r.mono.as_ref());
+    let recording = artifact.and_then(|a| a.recording.as_ref());
+    let mono = recording.and_then(|r| r.mono.as_ref());
     let (transcript_field, transcript_value) = first(&[
         ("message.artifact.transcript", artifact.and_then(|a| a.transcript.as_ref())),
         ("message.transcript", msg.transcript.as_ref()),
@@ -100,11 +110,16 @@ pub fn handle(message: Node<'_>, kind: &str) -> Result<JsonbOut, VoxError> {
         ("message.analysis.summary", analysis.and_then(|a| a.summary.as_ref())),
         ("message.summary", msg.summary.as_ref()),
     ]);
+    // the mono mix first (what a player wants), then the stereo one (one channel per side)
     let (recording_field, recording_value) = first(&[
         ("message.artifact.recordingUrl", artifact.and_then(|a| a.recording_url.as_ref())),
         ("message.artifact.recording.mono.combinedUrl", mono.and_then(|m| m.combined_url.as_ref())),
+        ("message.artifact.stereoRecordingUrl", artifact.and_then(|a| a.stereo_recording_url.as_ref())),
+        ("message.artifact.recording.stereoUrl", recording.and_then(|r| r.stereo_url.as_ref())),
         ("message.recordingUrl", msg.recording_url.as_ref()),
     ]);
+    let lines =
+        spoken_lines("message.artifact.messages", artifact.and_then(|a| a.messages.as_deref()).unwrap_or_default())?;
     let event = EndEvent {
         vapi_call_id,
         routes,
@@ -117,8 +132,15 @@ pub fn handle(message: Node<'_>, kind: &str) -> Result<JsonbOut, VoxError> {
         summary: summary(summary_field, summary_value)?,
         transcript: transcript(transcript_field, transcript_value)?,
         recording_url: url(recording_field, recording_value)?,
+        body: Some(body),
     };
-    Ok(event.apply()?.of_message(kind).jsonb())
+    let answer = event.apply()?;
+    // the call's lines as the report lists them, in the same transaction: any line no
+    // conversation-update or transcript message stored is stored now
+    if !lines.is_empty() {
+        LineEvent { vapi_call_id, routes: lines_routes, lines }.apply()?;
+    }
+    Ok(answer.of_message(kind).jsonb())
 }
 
 #[cfg(any(test, feature = "pg_test"))]
@@ -139,6 +161,27 @@ mod tests {
             "ended|customer-ended-call|2026-11-25 10:00:05+00|2026-11-25 10:01:01.5+00|56.5|0.1234|\
              Caller booked a cleaning for Tuesday 3pm.|https://storage.vapi.ai/rec-2f6d4c1e.wav|85"
         );
+    }
+
+    #[pg_test]
+    fn the_report_is_kept_whole_and_a_stereo_only_recording_is_the_calls() {
+        let org = fixture_org();
+        let body = r#"{"message":{"type":"end-of-call-report","endedReason":"hangup","costs":[{"type":"model","cost":0.01}],
+            "analysis":{"summary":"s","structuredData":{"booked":true},"successEvaluation":"true"},
+            "artifact":{"recording":{"stereoUrl":"https://storage.vapi.ai/stereo.wav"},"pcapUrl":"https://x/p"},
+            "call":{"id":"stereo-1","assistantId":"asst_fixture"}}}"#;
+        handle(body);
+        assert_eq!(call_row(&org, "stereo-1"), "ended|hangup|s|https://storage.vapi.ai/stereo.wav");
+        let kept: String = Spi::get_one_with_args(
+            "SELECT concat_ws('|', r.report->'analysis'->'structuredData', r.report->'costs'->0->>'cost',
+                              r.report->'artifact'->>'pcapUrl', r.report = ($2::jsonb)->'message')
+             FROM voxanne.call_reports r JOIN voxanne.calls c ON c.org_id = r.org_id AND c.id = r.call_id
+             WHERE c.org_id = $1::uuid AND c.vapi_call_id = 'stereo-1'",
+            &[org.as_str().into(), body.into()],
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(kept, r#"{"booked": true}|0.01|https://x/p|t"#);
     }
 
     #[pg_test]

@@ -4,6 +4,7 @@
 //! once, into its own struct (one file per type). A type we ignore never fails on fields we do
 //! not read, so Vapi can add message types and fields without making its retries loop on errors.
 
+mod conversation_update;
 mod end_of_call_report;
 mod reply;
 mod status_update;
@@ -39,7 +40,8 @@ fn acknowledge(ignored: &str, message_type: &str) -> JsonbOut {
     JsonbOut::of(&Ignored::new(ignored, message_type))
 }
 
-fn dispatch(body: Node<'_>) -> Result<JsonbOut, VoxError> {
+fn dispatch(arg: &JsonbArg) -> Result<JsonbOut, VoxError> {
+    let body = arg.root();
     if !matches!(body, Node::Object(..)) {
         return Err(VoxError::wrong_shape("p_body", "expected an object {\"message\": {...}}"));
     }
@@ -55,7 +57,8 @@ fn dispatch(body: Node<'_>) -> Result<JsonbOut, VoxError> {
     };
     match kind {
         "status-update" => status_update::handle(message, kind),
-        "end-of-call-report" => end_of_call_report::handle(message, kind),
+        "end-of-call-report" => end_of_call_report::handle(message, kind, arg.bind()),
+        "conversation-update" => conversation_update::handle(message, kind),
         k if k == "transcript" || k.starts_with("transcript[") => transcript::handle(message, kind),
         other => reply::handle(message, other).unwrap_or_else(|| Ok(acknowledge(other, other))),
     }
@@ -66,7 +69,7 @@ fn dispatch(body: Node<'_>) -> Result<JsonbOut, VoxError> {
 #[search_path(pg_catalog, pg_temp)]
 fn handle_vapi_message(p_body: Option<JsonbArg>) -> Result<JsonbOut, ErrorReport> {
     let body = p_body.ok_or_else(|| VoxError::missing("p_body"))?;
-    Ok(dispatch(body.root())?)
+    Ok(dispatch(&body)?)
 }
 
 #[cfg(any(test, feature = "pg_test"))]
@@ -81,7 +84,6 @@ mod tests {
         let org = fixture_org();
         for (body, kind) in [
             (fixture!("speech-update"), "speech-update"),
-            (fixture!("conversation-update"), "conversation-update"),
             (fixture!("hang"), "hang"),
             (r#"{"message":{"type":"brand-new-type-2027","call":{"id":5}}}"#, "brand-new-type-2027"),
             // valid jsonb that serde_json::Value cannot hold, in fields nobody reads

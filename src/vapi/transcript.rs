@@ -7,7 +7,7 @@ use super::wire::{call_and_routes, message};
 use crate::domain::{required, Role, TranscriptType, SHORT_TEXT_MAX};
 use crate::error::VoxError;
 use crate::jsonb::{JsonbOut, Node};
-use crate::transcript::{line_text, LineEvent};
+use crate::transcript::{line_text, Line, LineEvent};
 
 message! {
     struct Transcript {
@@ -43,10 +43,12 @@ pub fn handle(message: Node<'_>, kind: &str) -> Result<JsonbOut, VoxError> {
     let line = LineEvent {
         vapi_call_id,
         routes,
-        role,
-        text: line_text("message.transcript", msg.transcript.as_deref())?,
-        spoken_at: spoken_at.resolve("message.timestamp")?,
-        transcript_type,
+        lines: vec![Line {
+            role,
+            text: line_text("message.transcript", msg.transcript.as_deref())?,
+            spoken_at: spoken_at.resolve("message.timestamp")?,
+            transcript_type,
+        }],
     };
     Ok(line.apply()?.of_message(kind).jsonb())
 }

@@ -7,8 +7,10 @@ use pgrx::datum::TimestampWithTimeZone;
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 
-use crate::error::VoxError;
+use crate::domain::{Role, TranscriptType, LINE_MAX};
+use crate::error::{Field, VoxError};
 use crate::routing::{Kind, Routes};
+use crate::transcript::Line;
 
 /// Postgres timestamps count from 2000-01-01; Vapi's from 1970-01-01.
 const PG_EPOCH_OFFSET_MICROS: i64 = 946_684_800_000_000;
@@ -163,7 +165,8 @@ impl<'de: 'a, 'a> Deserialize<'de> for Timestamp<'a> {
 }
 
 impl Timestamp<'_> {
-    pub fn resolve(&self, field: &'static str) -> Result<TimestampWithTimeZone, VoxError> {
+    pub fn resolve(&self, field: impl Into<Field>) -> Result<TimestampWithTimeZone, VoxError> {
+        let field = field.into();
         match self {
             Self::Millis(ms) => {
                 let micros = (ms * 1000.0).round();
@@ -179,7 +182,8 @@ impl Timestamp<'_> {
 }
 
 /// An ISO-8601 moment as RFC 3339 writes it, with or without its offset (without: UTC).
-pub fn iso(field: &'static str, s: &str) -> Result<TimestampWithTimeZone, VoxError> {
+pub fn iso(field: impl Into<Field>, s: &str) -> Result<TimestampWithTimeZone, VoxError> {
+    let field = field.into();
     // the offset-less form (with its `T`) through the same strict parser: chrono's
     // strftime-style parsing would take one-digit fields ("2026-11-25T1:00:00")
     let parsed = chrono::DateTime::parse_from_rfc3339(s)
@@ -187,13 +191,56 @@ pub fn iso(field: &'static str, s: &str) -> Result<TimestampWithTimeZone, VoxErr
             Some(b'T') => chrono::DateTime::parse_from_rfc3339(&format!("{s}Z")),
             _ => Err(e),
         })
-        .map_err(|_| VoxError::bad_timestamp(field, s))?;
+        .map_err(|_| VoxError::bad_timestamp(field.clone(), s))?;
     from_unix_micros(field, s, parsed.timestamp_micros())
 }
 
-fn from_unix_micros(field: &'static str, shown: &str, unix_micros: i64) -> Result<TimestampWithTimeZone, VoxError> {
+fn from_unix_micros(field: Field, shown: &str, unix_micros: i64) -> Result<TimestampWithTimeZone, VoxError> {
     let pg_micros =
-        unix_micros.checked_sub(PG_EPOCH_OFFSET_MICROS).ok_or_else(|| VoxError::bad_timestamp(field, shown))?;
-    let ts = TimestampWithTimeZone::try_from(pg_micros).map_err(|_| VoxError::bad_timestamp(field, shown))?;
+        unix_micros.checked_sub(PG_EPOCH_OFFSET_MICROS).ok_or_else(|| VoxError::bad_timestamp(field.clone(), shown))?;
+    let ts = TimestampWithTimeZone::try_from(pg_micros).map_err(|_| VoxError::bad_timestamp(field.clone(), shown))?;
     crate::domain::moment(field, ts)
+}
+
+/// One entry of a call's message list (`conversation-update.messages`, the report's
+/// `artifact.messages`): the SDK's UserMessage, BotMessage, SystemMessage, ToolCallMessage or
+/// ToolCallResultMessage. Only what a spoken line needs is read.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub struct ListMessage<'a> {
+    #[serde(borrow)]
+    pub role: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub message: Option<Cow<'a, str>>,
+    /// When the utterance began, in epoch milliseconds.
+    pub time: Option<f64>,
+}
+
+/// The spoken lines of a message list, in its order: the user's and the bot's (the
+/// assistant's) entries with words and a `time`. System prompts and tool calls are no speech;
+/// an entry without a `time` has no moment to key it by (Vapi's lists always carry one).
+/// `list` is the path of the list as sent (`message.messages`).
+pub fn spoken_lines<'m>(list: &str, entries: &'m [ListMessage<'_>]) -> Result<Vec<Line<'m>>, VoxError> {
+    let mut lines = Vec::new();
+    for (i, entry) in entries.iter().enumerate() {
+        let role = match entry.role.as_deref() {
+            Some("user") => Role::User,
+            Some("bot" | "assistant") => Role::Assistant,
+            _ => continue,
+        };
+        let (Some(text), Some(time)) = (entry.message.as_deref(), entry.time) else { continue };
+        if text.is_empty() {
+            continue;
+        }
+        if text.len() > LINE_MAX {
+            return Err(VoxError::TooLong {
+                field: format!("{list}[{i}].message").into(),
+                len: text.len(),
+                max: LINE_MAX,
+            });
+        }
+        let spoken_at = Timestamp::Millis(time).resolve(format!("{list}[{i}].time"))?;
+        lines.push(Line { role, text, spoken_at, transcript_type: TranscriptType::Final });
+    }
+    Ok(lines)
 }

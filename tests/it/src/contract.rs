@@ -44,6 +44,8 @@ pub const STATUSES: &[&str] = &["scheduled", "queued", "ringing", "in-progress",
 pub const ROLES: &[&str] = &["user", "assistant"];
 pub const TRANSCRIPT_TYPES: &[&str] = &["partial", "final"];
 pub const FINAL_TYPE_NAME: &str = "transcript[transcriptType=\"final\"]";
+/// What call.endpointing.request is answered with when the app does not answer (README).
+pub const ENDPOINTING_SECONDS: f64 = 0.4;
 
 // ---------------------------------------------------------------------------------------------
 // A JSON document as jsonb holds it
@@ -536,12 +538,18 @@ pub enum Event {
     Report(String),
     /// A transcript line: (call, role, spoken_at µs, text); applied once, duplicate after.
     Line { call: String, role: String, micros: i64, text: String },
+    /// A conversation-update of a call: applied when one of its lines is new, else duplicate.
+    Lines { call: String },
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Prediction {
-    /// Handled: answered applied / duplicate / stale, naming `org`.
-    Valid { org: Uuid, message_type: String, call: String, event: Event },
+    /// Handled: answered applied / duplicate / stale, naming `org`; `lines` are the transcript
+    /// lines its lists carry (a conversation-update's, a report's messages), each stored once.
+    Valid { org: Uuid, message_type: String, call: String, event: Event, lines: Vec<Event> },
+    /// A type Vapi takes the answer of as its reply: `{"reply": <reply>, "upstream": …}`,
+    /// naming `org` when the database knows it (README "Replies").
+    Reply { message_type: String, org: Option<Uuid>, reply: String, upstream: bool },
     /// Acknowledged: `{"applied": false, "ignored": <label>}`.
     Ignored { label: String },
     /// Refused: any one of `defects` (all of the same, earliest stage).
@@ -562,6 +570,7 @@ impl Prediction {
     pub fn label(&self) -> String {
         match self {
             Prediction::Valid { message_type, .. } => message_type.clone(),
+            Prediction::Reply { message_type, .. } => format!("reply {message_type}"),
             Prediction::Ignored { label } => format!("ignored {}", clip(label, 40)),
             Prediction::Invalid { defects } if defects.len() == 1 => defects[0].kind.to_string(),
             Prediction::Invalid { .. } => "several".into(),
@@ -580,6 +589,9 @@ impl Prediction {
         match self {
             Prediction::Valid { org, message_type, call, .. } => {
                 format!("valid {message_type} of org {org} call {}", clip(call, 60))
+            }
+            Prediction::Reply { message_type, reply, upstream, .. } => {
+                format!("reply {message_type} {reply} upstream={upstream}")
             }
             Prediction::Ignored { label } => format!("ignored {label}"),
             Prediction::Invalid { defects } => {
@@ -899,65 +911,154 @@ pub fn iso_micros(s: &str) -> Option<i64> {
     Some(secs * 1_000_000 + frac_micros)
 }
 
-/// The route: the first assistant id given (`call.assistantId`, else `assistant.id`), else
-/// `call.phoneNumberId` (README "The assistant is …").
-fn route(r: &mut Reader, world: &World, call: &J, assistant: Option<&J>) -> Option<Uuid> {
-    let candidates = [
-        (
-            "message.call.assistantId",
-            match call.get("assistantId") {
-                Some(J::Str(s)) => Some(s.as_str()),
-                _ => None,
-            },
-        ),
-        (
-            "message.assistant.id",
-            match assistant.and_then(|a| a.get("id")) {
-                Some(J::Str(s)) => Some(s.as_str()),
-                _ => None,
-            },
-        ),
+/// What the routing rule finds (README "Routing"): the org, or the refusal that comes only when
+/// the statement runs, after every check of the values (42704, or a bad tenant token).
+pub enum Route {
+    Org(Uuid),
+    Refused(Defect),
+}
+
+/// The ids a message is routed by, in the documented order; the first registered one decides.
+/// Too long ids are refused before anything runs. The fuzz registers no directory entries and
+/// no tenant keys: a squad, workflow or Vapi org id finds nothing, and any token is refused.
+fn route(r: &mut Reader, world: &World, call: &J, msg: &J) -> Option<Route> {
+    #[derive(Clone, Copy)]
+    enum By {
+        Assistant,
+        Directory,
+        Phone,
+    }
+    fn text(j: Option<&J>) -> Option<&str> {
+        match j {
+            Some(J::Str(s)) => Some(s.as_str()),
+            _ => None,
+        }
+    }
+    let call_assistant = text(call.get("assistantId"));
+    // the call's own assistant is tried once
+    let member = text(msg.get("assistantId")).filter(|m| Some(*m) != call_assistant);
+    let ids = [
+        ("message.call.assistantId", call_assistant, By::Assistant),
+        ("message.assistantId", member, By::Assistant),
+        ("message.call.squadId", text(call.get("squadId")), By::Directory),
+        ("message.call.workflowId", text(call.get("workflowId")), By::Directory),
+        ("message.call.phoneNumberId", text(call.get("phoneNumberId")), By::Phone),
+        ("message.call.orgId", text(call.get("orgId")), By::Directory),
     ];
-    for (field, id) in candidates {
+    let mut given = Vec::new();
+    let mut too_long = false;
+    for (field, id, by) in ids {
         // reading: an empty id is "not given" (the README does not say)
         match id {
-            None | Some("") => continue,
+            None | Some("") => {}
             Some(id) if id.len() > ID_MAX => {
                 r.add(Stage::Validate, field, "22001", "too long");
-                return None;
+                too_long = true;
             }
-            Some(id) => {
-                return match world.by_assistant(id) {
-                    Some(org) => Some(org),
-                    None => {
-                        r.add(Stage::Tenant, field, "42704", "unknown agent");
-                        None
-                    }
-                }
-            }
+            Some(id) => given.push((field, id, by)),
         }
     }
-    let field = "message.call.phoneNumberId";
-    match call.get("phoneNumberId") {
-        Some(J::Str(id)) if !id.is_empty() => {
-            if id.len() > ID_MAX {
-                r.add(Stage::Validate, field, "22001", "too long");
-                return None;
-            }
-            match world.by_phone(id) {
-                Some(org) => Some(org),
-                None => {
-                    r.add(Stage::Tenant, field, "42704", "unknown agent");
-                    None
-                }
-            }
-        }
-        // neither: the assistant id is what is missing (README "message.call.assistantId")
-        _ => {
-            r.add(Stage::Validate, "message.call.assistantId", "22004", "missing");
-            None
+    if too_long {
+        return None;
+    }
+    for (_, id, by) in &given {
+        let org = match by {
+            By::Assistant => world.by_assistant(id),
+            By::Phone => world.by_phone(id),
+            By::Directory => None,
+        };
+        if let Some(org) = org {
+            return Some(Route::Org(org));
         }
     }
+    fn token_of(o: Option<&J>) -> Option<&str> {
+        text(o.and_then(|o| o.get("metadata")).and_then(|m| m.get("voxanne_tenant")))
+    }
+    let tokens = [
+        ("message.call.assistant.metadata.voxanne_tenant", token_of(call.get("assistant"))),
+        ("message.assistant.metadata.voxanne_tenant", token_of(msg.get("assistant"))),
+        ("message.call.metadata.voxanne_tenant", text(call.get("metadata").and_then(|m| m.get("voxanne_tenant")))),
+    ];
+    if let Some((field, _)) = tokens.iter().find(|(_, t)| t.is_some_and(|t| !t.is_empty())) {
+        return Some(Route::Refused(Defect {
+            stage: Stage::Tenant,
+            field: field.to_string(),
+            sqlstate: "22023",
+            kind: "bad tenant token",
+        }));
+    }
+    Some(Route::Refused(match given.first() {
+        Some((field, ..)) => {
+            Defect { stage: Stage::Tenant, field: field.to_string(), sqlstate: "42704", kind: "unknown agent" }
+        }
+        // none at all: the assistant id is what is missing (README "message.call.assistantId")
+        None => Defect {
+            stage: Stage::Tenant,
+            field: "message.call.assistantId".into(),
+            sqlstate: "22004",
+            kind: "missing",
+        },
+    }))
+}
+
+/// The JSON types of the `call` object every handled kind decodes (the product's `Call`).
+fn call_fields(r: &mut Reader, call: Option<&J>) {
+    for key in ["id", "assistantId", "squadId", "workflowId", "phoneNumberId", "orgId", "type"] {
+        r.text(call, "message.call", key);
+    }
+    let customer = r.object(call, "message.call", "customer");
+    r.text(customer, "message.call.customer", "number");
+    let assistant = r.object(call, "message.call", "assistant");
+    assistant_fields(r, assistant, "message.call.assistant");
+    let metadata = r.object(call, "message.call", "metadata");
+    r.text(metadata, "message.call.metadata", "voxanne_tenant");
+}
+
+/// An assistant's config: only its metadata's token is read.
+fn assistant_fields(r: &mut Reader, assistant: Option<&J>, path: &str) {
+    let metadata = r.object(assistant, path, "metadata");
+    r.text(metadata, &format!("{path}.metadata"), "voxanne_tenant");
+}
+
+/// The spoken lines of a call's message list `parent.key` (README "Transcripts"): the user's
+/// and the bot's entries with words and a `time` (epoch ms), each keyed by that moment.
+fn list_lines(r: &mut Reader, parent: Option<&J>, path: &str, key: &str) -> Vec<(&'static str, i64, String)> {
+    let mut out = Vec::new();
+    let items = match parent.and_then(|p| p.get(key)) {
+        None | Some(J::Null) => return out,
+        Some(J::Arr(items)) => items,
+        Some(_) => {
+            r.wrong_type(format!("{path}.{key}"));
+            return out;
+        }
+    };
+    for (i, item) in items.iter().enumerate() {
+        let at = format!("{path}.{key}[{i}]");
+        if !matches!(item, J::Obj(_)) {
+            r.wrong_type(at);
+            continue;
+        }
+        let role = r.text(Some(item), &at, "role");
+        let text = r.text(Some(item), &at, "message");
+        let time = r.number(Some(item), &at, "time");
+        let role = match role {
+            Some("user") => "user",
+            Some("bot" | "assistant") => "assistant",
+            _ => continue,
+        };
+        let (Some(text), Some(time)) = (text, time) else { continue };
+        if text.is_empty() {
+            continue;
+        }
+        if text.len() > LINE_MAX {
+            r.add(Stage::Validate, format!("{at}.message"), "22001", "too long");
+            continue;
+        }
+        if let Some(micros) = r.moment(&format!("{at}.time"), &Moment::Millis(time)) {
+            out.push((role, micros, text.to_string()));
+        }
+    }
+    out
 }
 
 /// The first source given (not null), with its path.
@@ -1010,6 +1111,8 @@ fn classify_body(r: &mut Reader, world: &World, body: &J) -> Option<Prediction> 
         }
     };
     let kind = match msg.get("type") {
+        // the SDK's ServerMessageToolCalls alone has an optional `type`
+        None if msg.get("toolCallList").is_some() => "tool-calls",
         None => {
             r.add(Stage::Decode, "message.type", "22004", "missing");
             return None;
@@ -1024,41 +1127,105 @@ fn classify_body(r: &mut Reader, world: &World, body: &J) -> Option<Prediction> 
         Status,
         Report,
         Transcript { named_final: bool },
+        Conversation,
     }
+    let m = Some(msg);
+    let refusal = |reply: &str| Prediction::Reply {
+        message_type: kind.to_string(),
+        org: None,
+        reply: reply.to_string(),
+        upstream: true,
+    };
+    let no_app = |what: &str| format!(r#"{{"error":"no {what} is configured for this assistant"}}"#);
     let k = match kind {
         "status-update" => Kind::Status,
         "end-of-call-report" => Kind::Report,
+        "conversation-update" => Kind::Conversation,
         "transcript" => Kind::Transcript { named_final: false },
         FINAL_TYPE_NAME => Kind::Transcript { named_final: true },
         // reading: the README lists `transcript` and `transcript[transcriptType="final"]`; other
         // `transcript[…]` spellings (Vapi's `transcript[transcriptType="partial"]`) are taken as
         // transcripts naming their type, final only when the name says final
         k if k.starts_with("transcript[") => Kind::Transcript { named_final: k.contains("final") },
+        // README "Replies": the phone number's registered assistant, else the app's to answer
+        "assistant-request" => {
+            let call = r.object(m, "message", "call");
+            call_fields(r, call);
+            let phone = r.text(call, "message.call", "phoneNumberId");
+            let phone = r.optional("message.call.phoneNumberId", phone, ID_MAX);
+            if !r.defects.is_empty() {
+                return None;
+            }
+            let agent = phone.and_then(|p| world.agents.iter().find(|a| a.active && a.phone.as_deref() == Some(p)));
+            return Some(match agent {
+                Some(a) => Prediction::Reply {
+                    message_type: kind.to_string(),
+                    org: Some(a.org),
+                    reply: format!(r#"{{"assistantId":{}}}"#, json_string(&a.assistant)),
+                    upstream: false,
+                },
+                None => refusal(r#"{"error":"this phone number is not registered"}"#),
+            });
+        }
+        "tool-calls" => return Some(refusal(&no_app("tool handler"))),
+        "transfer-destination-request" => return Some(refusal(&no_app("transfer destination"))),
+        "handoff-destination-request" => return Some(refusal(&no_app("handoff destination"))),
+        "knowledge-base-request" => return Some(refusal(r#"{"documents":[]}"#)),
+        "call.endpointing.request" => return Some(refusal(&format!(r#"{{"timeoutSeconds":{ENDPOINTING_SECONDS}}}"#))),
+        "campaign.predial" => return Some(refusal(r#"{"eligible":false}"#)),
+        "voice-request" => return Some(refusal("null")),
         other => return Some(Prediction::Ignored { label: other.to_string() }),
     };
 
     // hop 6: the fields every handled kind reads, and the kind's own, by JSON type
-    let m = Some(msg);
     let call = r.object(m, "message", "call");
+    call_fields(r, call);
     let assistant = r.object(m, "message", "assistant");
+    assistant_fields(r, assistant, "message.assistant");
+    r.text(m, "message", "assistantId");
     let ts = r.timestamp(msg);
-    let call_id = r.text(call, "message.call", "id");
-    r.text(call, "message.call", "assistantId");
-    let call_type = r.text(call, "message.call", "type");
-    let customer = r.object(call, "message.call", "customer");
-    let number = r.text(customer, "message.call.customer", "number");
-    let phone = r.text(call, "message.call", "phoneNumberId");
-    r.text(assistant, "message.assistant", "id");
+    let call_id = call.and_then(|c| match c.get("id") {
+        Some(J::Str(s)) => Some(s.as_str()),
+        _ => None,
+    });
+    let call_type = call.and_then(|c| match c.get("type") {
+        Some(J::Str(s)) => Some(s.as_str()),
+        _ => None,
+    });
+    let customer = call.and_then(|c| c.get("customer"));
+    let number = customer.and_then(|c| match c.get("number") {
+        Some(J::Str(s)) => Some(s.as_str()),
+        _ => None,
+    });
+    let phone = call.and_then(|c| match c.get("phoneNumberId") {
+        Some(J::Str(s)) => Some(s.as_str()),
+        _ => None,
+    });
 
-    // hop 8, then the tenant
-    let call_and_route = |r: &mut Reader| -> Option<(String, Uuid)> {
+    // hop 8; the tenant's refusal, if any, waits for the statement (`settle`)
+    let call_and_route = |r: &mut Reader| -> Option<(String, Route)> {
         let Some(call) = call else {
             r.add(Stage::Validate, "message.call", "22004", "missing");
             return None;
         };
         let id = r.required("message.call.id", call_id, ID_MAX);
-        let org = route(r, world, call, assistant);
-        Some((id?.to_string(), org?))
+        let route = route(r, world, call, msg);
+        Some((id?.to_string(), route?))
+    };
+    let settle = |r: &mut Reader, routed: Option<(String, Route)>| -> Option<(String, Uuid)> {
+        match routed? {
+            (call, Route::Org(org)) => Some((call, org)),
+            (_, Route::Refused(defect)) => {
+                r.defects.push(defect);
+                None
+            }
+        }
+    };
+    let keyed = |call: &str, lines: Vec<(&'static str, i64, String)>| -> Vec<Event> {
+        lines
+            .into_iter()
+            .map(|(role, micros, text)| Event::Line { call: call.to_string(), role: role.to_string(), micros, text })
+            .collect()
     };
     match k {
         Kind::Status => {
@@ -1069,7 +1236,10 @@ fn classify_body(r: &mut Reader, world: &World, body: &J) -> Option<Prediction> 
                 r.moment("message.timestamp", ts);
             }
             let status = r.required("message.status", status, SHORT_TEXT_MAX);
-            let status = r.one_of("message.status", status, STATUSES);
+            if let Some(s) = status.filter(|s| !STATUSES.contains(s)) {
+                // README: a status that is no step of a call's life is acknowledged
+                return r.defects.is_empty().then(|| Prediction::Ignored { label: format!("status-update[{s}]") });
+            }
             if status == Some("ended") {
                 r.optional("message.endedReason", reason, SHORT_TEXT_MAX);
             } else {
@@ -1082,13 +1252,17 @@ fn classify_body(r: &mut Reader, world: &World, body: &J) -> Option<Prediction> 
                     r.required("message.call.type", call_type, SHORT_TEXT_MAX);
                 }
             }
-            let (call, org) = routed?;
+            if !r.defects.is_empty() {
+                return None;
+            }
+            let (call, org) = settle(r, routed)?;
             let status = status?;
             Some(Prediction::Valid {
                 org,
                 message_type: kind.to_string(),
                 event: Event::Status(format!("status:{call}:{status}")),
                 call,
+                lines: Vec::new(),
             })
         }
         Kind::Report => {
@@ -1105,7 +1279,9 @@ fn classify_body(r: &mut Reader, world: &World, body: &J) -> Option<Prediction> 
             let summary = r.text(analysis, "message.analysis", "summary");
             let transcript = r.text(artifact, "message.artifact", "transcript");
             let url = r.text(artifact, "message.artifact", "recordingUrl");
+            let stereo_url = r.text(artifact, "message.artifact", "stereoRecordingUrl");
             let recording = r.object(artifact, "message.artifact", "recording");
+            let recording_stereo = r.text(recording, "message.artifact.recording", "stereoUrl");
             let mono = r.object(recording, "message.artifact.recording", "mono");
             let mono_url = r.text(mono, "message.artifact.recording.mono", "combinedUrl");
             // reading: the report does not use message.timestamp; its JSON type is checked
@@ -1147,6 +1323,8 @@ fn classify_body(r: &mut Reader, world: &World, body: &J) -> Option<Prediction> 
             if let Some((f, v)) = first(&[
                 ("message.artifact.recordingUrl", url),
                 ("message.artifact.recording.mono.combinedUrl", mono_url),
+                ("message.artifact.stereoRecordingUrl", stereo_url),
+                ("message.artifact.recording.stereoUrl", recording_stereo),
                 ("message.recordingUrl", legacy_url),
             ]) {
                 // reading: "http(s) only" is a `http://` or `https://` prefix, in lower case
@@ -1156,11 +1334,37 @@ fn classify_body(r: &mut Reader, world: &World, body: &J) -> Option<Prediction> 
                     }
                 }
             }
-            let (call, org) = routed?;
+            let lines = list_lines(r, artifact, "message.artifact", "messages");
+            if !r.defects.is_empty() {
+                return None;
+            }
+            let (call, org) = settle(r, routed)?;
             Some(Prediction::Valid {
                 org,
                 message_type: kind.to_string(),
                 event: Event::Report(format!("report:{call}")),
+                lines: keyed(&call, lines),
+                call,
+            })
+        }
+        Kind::Conversation => {
+            let lines = list_lines(r, m, "message", "messages");
+            if lines.is_empty() {
+                return r
+                    .defects
+                    .is_empty()
+                    .then(|| Prediction::Ignored { label: "conversation-update[no lines]".into() });
+            }
+            let routed = call_and_route(r);
+            if !r.defects.is_empty() {
+                return None;
+            }
+            let (call, org) = settle(r, routed)?;
+            Some(Prediction::Valid {
+                org,
+                message_type: kind.to_string(),
+                event: Event::Lines { call: call.clone() },
+                lines: keyed(&call, lines),
                 call,
             })
         }
@@ -1183,22 +1387,31 @@ fn classify_body(r: &mut Reader, world: &World, body: &J) -> Option<Prediction> 
                 return Some(Prediction::Ignored { label: "transcript[partial]".into() });
             }
             let routed = call_and_route(r);
-            let micros = match &ts {
-                None => {
-                    r.add(Stage::Validate, "message.timestamp", "22004", "missing");
-                    None
-                }
-                Some(ts) => r.moment("message.timestamp", ts),
-            };
             let role = r.required("message.role", role, SHORT_TEXT_MAX);
             let role = r.one_of("message.role", role, ROLES);
+            // README: no moment to key the line by, or nothing said: acknowledged
+            let Some(ts) = &ts else {
+                return r.defects.is_empty().then(|| Prediction::Ignored { label: "transcript[no timestamp]".into() });
+            };
+            if text == Some("") {
+                return r.defects.is_empty().then(|| Prediction::Ignored { label: "transcript[empty]".into() });
+            }
             let text = r.required("message.transcript", text, LINE_MAX);
-            let (call, org) = routed?;
+            let micros = r.moment("message.timestamp", ts);
+            if !r.defects.is_empty() {
+                return None;
+            }
+            let (call, org) = settle(r, routed)?;
             let event =
                 Event::Line { call: call.clone(), role: role?.to_string(), micros: micros?, text: text?.to_string() };
-            Some(Prediction::Valid { org, message_type: kind.to_string(), call, event })
+            Some(Prediction::Valid { org, message_type: kind.to_string(), call, event, lines: Vec::new() })
         }
     }
+}
+
+/// `s` as a JSON string literal.
+fn json_string(s: &str) -> String {
+    serde_json::to_string(s).expect("a string serializes")
 }
 
 #[cfg(test)]
@@ -1267,7 +1480,7 @@ mod tests {
             &w,
             r#"{"message":{"type":"status-update","status":"ringing","call":{"id":"c","assistantId":"asst_gone","phoneNumberId":"pn_a"}}}"#,
         );
-        assert_eq!(codes(&p), vec!["42704 message.call.assistantId"]);
+        assert!(matches!(p, Prediction::Valid { org, .. } if org == a), "an inactive assistant falls through");
         let p = classify(
             &w,
             r#"{"message":{"type":"status-update","status":"dialing","call":{"id":42,"assistantId":"asst_a"}}}"#,
@@ -1275,7 +1488,7 @@ mod tests {
         assert_eq!(codes(&p), vec!["22023 message.call.id"], "decode before validation");
         let p =
             classify(&w, r#"{"message":{"type":"status-update","status":"dialing","call":{"assistantId":"asst_a"}}}"#);
-        assert_eq!(codes(&p), vec!["22004 message.call.id", "22023 message.status"]);
+        assert_eq!(codes(&p), vec!["22004 message.call.id"], "an unknown status is acknowledged, once valid");
         assert!(p.allows_error("22004", "message.call.id must not be null"));
         assert!(!p.allows_error("22004", "message.call must not be null"));
         let p = classify(&w, r#"{"message":{"type":"transcript","transcriptType":"partial","call":5}}"#);
@@ -1284,6 +1497,69 @@ mod tests {
         assert_eq!(p, Prediction::Ignored { label: "transcript[partial]".into() });
         let p = classify(&w, r#"{"message":{"type":"hang","call":[1]}}"#);
         assert_eq!(p, Prediction::Ignored { label: "hang".into() });
+        let p = classify(&w, r#"{"message":{"type":"status-update","status":"not-found","call":{"id":"c"}}}"#);
+        assert_eq!(p, Prediction::Ignored { label: "status-update[not-found]".into() });
+    }
+
+    #[test]
+    fn every_route_in_its_order() {
+        let (w, a, b) = world();
+        let status = |call: &str| {
+            format!(r#"{{"message":{{"type":"status-update","status":"queued","call":{{"id":"c"{call}}}}}}}"#)
+        };
+        // a squad member speaking routes when the call names no assistant
+        let p = classify(
+            &w,
+            r#"{"message":{"type":"status-update","status":"queued","assistantId":"asst_b","call":{"id":"c","orgId":"v"}}}"#,
+        );
+        assert!(matches!(p, Prediction::Valid { org, .. } if org == b));
+        // unregistered ids fall through to the phone number
+        let p = classify(&w, &status(r#","assistantId":"asst_x","squadId":"sq","phoneNumberId":"pn_a","orgId":"v""#));
+        assert!(matches!(p, Prediction::Valid { org, .. } if org == a));
+        assert_eq!(codes(&classify(&w, &status(r#","orgId":"v""#))), vec!["42704 message.call.orgId"]);
+        assert_eq!(codes(&classify(&w, &status(""))), vec!["22004 message.call.assistantId"]);
+        let token = r#","orgId":"v","assistant":{"metadata":{"voxanne_tenant":"vxt1.x.y"}}"#;
+        assert_eq!(codes(&classify(&w, &status(token))), vec!["22023 message.call.assistant.metadata.voxanne_tenant"]);
+        let bad = r#","assistant":{"metadata":{"voxanne_tenant":5}}"#;
+        assert_eq!(codes(&classify(&w, &status(bad))), vec!["22023 message.call.assistant.metadata.voxanne_tenant"]);
+        // assistant-request: the number's agent answers
+        let p = classify(&w, r#"{"message":{"type":"assistant-request","call":{"id":"c","phoneNumberId":"pn_a"}}}"#);
+        assert_eq!(
+            p,
+            Prediction::Reply {
+                message_type: "assistant-request".into(),
+                org: Some(a),
+                reply: r#"{"assistantId":"asst_a"}"#.into(),
+                upstream: false
+            }
+        );
+        let p = classify(&w, r#"{"message":{"toolCallList":[]}}"#);
+        assert!(
+            matches!(p, Prediction::Reply { ref message_type, upstream: true, .. } if message_type == "tool-calls")
+        );
+    }
+
+    #[test]
+    fn lists_carry_lines() {
+        let (w, a, _) = world();
+        let p = classify(
+            &w,
+            r#"{"message":{"type":"conversation-update","messages":[{"role":"system","message":"x","time":1},{"role":"bot","message":"Hi","time":1000},{"role":"user","message":"","time":2000}],"call":{"id":"c","assistantId":"asst_a"}}}"#,
+        );
+        let Prediction::Valid { org, lines, .. } = p else { panic!("{p:?}") };
+        assert_eq!(org, a);
+        assert_eq!(
+            lines,
+            vec![Event::Line { call: "c".into(), role: "assistant".into(), micros: 1_000_000, text: "Hi".into() }]
+        );
+        let p =
+            classify(&w, r#"{"message":{"type":"conversation-update","messages":[{"role":"user","message":"hi"}]}}"#);
+        assert_eq!(p, Prediction::Ignored { label: "conversation-update[no lines]".into() });
+        let p = classify(
+            &w,
+            r#"{"message":{"type":"conversation-update","messages":[{"role":"user","message":"hi","time":"x"}]}}"#,
+        );
+        assert_eq!(codes(&p), vec!["22023 message.messages[0].time"]);
     }
 
     #[test]

@@ -25,9 +25,11 @@ use tokio_postgres::Client;
 use voxanne_it::*;
 
 /// Hash-distributed on `org_id`, colocated with `voxanne.calls`.
-const DISTRIBUTED: &[&str] = &["calls", "call_transcripts", "processed_webhook_events", "outbox", "leads"];
-/// Replicated to every node: `agents` routes an assistant id to its org before the org is known.
-const REFERENCE: &[&str] = &["agents"];
+const DISTRIBUTED: &[&str] =
+    &["calls", "call_transcripts", "call_reports", "processed_webhook_events", "outbox", "leads"];
+/// Replicated to every node: `agents`, `directory` and `tenant_keys` route a message to its org
+/// before the org is known.
+const REFERENCE: &[&str] = &["agents", "directory", "tenant_keys"];
 /// Left on the coordinator: rows without an org, or global service state.
 const LOCAL: &[&str] = &["rejected_events", "outbox_consumers"];
 

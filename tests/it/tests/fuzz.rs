@@ -62,12 +62,12 @@ const ORGS: usize = 3;
 /// message types the fuzz makes up are counted together.
 const IGNORED_TYPES: &[&str] = &[
     "transcript[partial]",
-    "assistant-request",
-    "conversation-update",
+    "transcript[no timestamp]",
+    "transcript[empty]",
+    "conversation-update[no lines]",
     "hang",
     "model-output",
     "speech-update",
-    "tool-calls",
 ];
 
 /// What the successful answers imply one org's tables hold.
@@ -75,8 +75,11 @@ const IGNORED_TYPES: &[&str] = &[
 struct Expect {
     calls: BTreeSet<String>,
     ledger: i64,
-    lines: i64,
+    /// Outbox rows of applied answers that are not predicted lines (a predicted line's row is
+    /// counted once per line, whichever message stored it: `check_rows`).
     outbox: i64,
+    /// Lines stored by answers the classifier did not predict as lines.
+    stray_lines: i64,
 }
 
 /// An event: a transcript line as the classifier keys it (call, role, moment, text); a status
@@ -136,6 +139,7 @@ impl Checker {
         self.figures.delivered += 1;
         let group = match prediction {
             Prediction::Valid { .. } => "valid cases by message type",
+            Prediction::Reply { .. } => "reply cases by message type",
             Prediction::Ignored { .. } => "ignored cases by label",
             Prediction::Invalid { .. } => "invalid cases by defect kind",
         };
@@ -165,6 +169,19 @@ impl Checker {
 
     fn answer(&mut self, case: &Case, v: &Value) {
         self.figures.reached += 1;
+        if let Some(reply) = v.get("reply") {
+            *self.outcomes.entry("replied".into()).or_default() += 1;
+            match &case.prediction {
+                Prediction::Reply { message_type, org, reply: want, upstream }
+                    if v.get("message_type").and_then(Value::as_str) == Some(message_type.as_str())
+                        && serde_json::from_str::<Value>(want).ok().as_ref() == Some(reply)
+                        && v.get("upstream") == Some(&Value::Bool(*upstream))
+                        && v.get("org_id").and_then(Value::as_str) == org.map(|o| o.to_string()).as_deref()
+                        && v.get("applied") == Some(&Value::Bool(false)) => {}
+                _ => self.wrong(case, format!("answer {v}")),
+            }
+            return;
+        }
         if let Some(kind) = v.get("ignored") {
             *self.outcomes.entry("ignored".into()).or_default() += 1;
             match &case.prediction {
@@ -188,8 +205,9 @@ impl Checker {
             matches!(outcome.as_str(), "applied" | "duplicate" | "stale") && applied == Some(outcome == "applied");
         // what the answer says it did, so the row counts stay exact even when it was not the
         // predicted answer (that is counted once, below, not again as rows)
-        let key = match &case.prediction {
-            Prediction::Valid { org, message_type: want_type, call: want_call, event } => {
+        // (the event's key, when it has one of its own; the lines its lists carry)
+        let (key, lines) = match &case.prediction {
+            Prediction::Valid { org, message_type: want_type, call: want_call, event, lines } => {
                 let fits = well_formed
                     && got_org == Some(*org)
                     && call == *want_call
@@ -197,7 +215,7 @@ impl Checker {
                     && match event {
                         Event::Status(id) => event_id == *id,
                         Event::Report(id) => event_id == *id && outcome != "stale",
-                        Event::Line { .. } => outcome != "stale",
+                        Event::Line { .. } | Event::Lines { .. } => outcome != "stale",
                     };
                 if got_org != Some(*org) {
                     let message =
@@ -206,16 +224,19 @@ impl Checker {
                 } else if !fits {
                     self.wrong(case, format!("answer {v}"));
                 }
-                match event {
+                let key = match event {
                     // the classifier's own key of a line (the answer's is the product's hash)
-                    Event::Line { .. } if fits => Key::Predicted(event.clone()),
+                    Event::Line { .. } if fits => Some(Key::Predicted(event.clone())),
+                    // a conversation-update's effect is its lines alone
+                    Event::Lines { .. } if fits => None,
                     // a status or report event: its id, checked above to be the predicted one
-                    _ => Key::Answered(event_id),
-                }
+                    _ => Some(Key::Answered(event_id)),
+                };
+                (key, if fits { lines.clone() } else { Vec::new() })
             }
             _ => {
                 self.wrong(case, format!("answer {v}"));
-                Key::Answered(event_id)
+                (Some(Key::Answered(event_id)), Vec::new())
             }
         };
         let Some(org) = got_org.filter(|o| self.expect.contains_key(o)) else { return };
@@ -225,13 +246,27 @@ impl Checker {
         let applied = outcome == "applied";
         let e = self.expect.get_mut(&org).expect("a known org");
         e.calls.insert(call);
-        e.outbox += i64::from(applied);
-        if message_type.starts_with("transcript") {
-            e.lines += i64::from(applied);
-        } else if outcome != "duplicate" {
-            e.ledger += 1;
+        match &key {
+            // counted once per line in check_rows, whichever message stored it
+            None | Some(Key::Predicted(Event::Line { .. })) => {}
+            Some(_) if message_type.starts_with("transcript") || message_type == "conversation-update" => {
+                e.stray_lines += i64::from(applied);
+                e.outbox += i64::from(applied);
+            }
+            Some(_) => {
+                e.outbox += i64::from(applied);
+                if outcome != "duplicate" {
+                    e.ledger += 1;
+                }
+            }
         }
-        self.events.entry((org, key)).or_default().push(outcome);
+        // every line a list carries is stored by it, if no message stored it before
+        for line in lines {
+            self.events.entry((org, Key::Predicted(line))).or_default().push("listed".into());
+        }
+        if let Some(key) = key {
+            self.events.entry((org, key)).or_default().push(outcome);
+        }
     }
 
     fn error(&mut self, case: &Case, code: &str, message: &str) {
@@ -251,17 +286,23 @@ impl Checker {
     /// Every event has exactly one answer that is not `duplicate`; each org's rows are exactly
     /// what its answers account for, and consistent.
     async fn check_rows(&mut self, db: &Client) {
+        // a line some list carried is stored by it at the latest: it needs no applied answer
+        let mut stored_lines: BTreeMap<Uuid, i64> = BTreeMap::new();
         for ((org, event), outcomes) in &self.events {
-            let effects = outcomes.iter().filter(|o| *o != "duplicate").count();
-            if effects == 0 {
+            let effects = outcomes.iter().filter(|o| *o != "duplicate" && *o != "listed").count();
+            let listed = outcomes.iter().any(|o| o == "listed");
+            if effects == 0 && !listed {
                 self.figures.violation("lost", format!("org {org}: {event:?} answered only {outcomes:?}"));
             } else if effects > 1 {
                 self.figures.violation("doubled", format!("org {org}: {event:?} answered {outcomes:?}"));
+            } else if matches!(event, Key::Predicted(Event::Line { .. })) {
+                *stored_lines.entry(*org).or_default() += 1;
             }
         }
         for org in self.orgs.clone() {
             let want = &self.expect[&org.id];
-            let want = [want.calls.len() as i64, want.ledger, want.lines, want.outbox];
+            let lines = stored_lines.get(&org.id).copied().unwrap_or(0) + want.stray_lines;
+            let want = [want.calls.len() as i64, want.ledger, lines, want.outbox + lines - want.stray_lines];
             for ((what, table), want) in [
                 ("calls", "calls"),
                 ("ledger", "processed_webhook_events"),

@@ -170,8 +170,10 @@ async fn authenticated_sees_only_the_org_in_its_jwt_claims() {
     for t in ["agents", "leads", "calls", "call_transcripts", "processed_webhook_events", "outbox", "rejected_events"] {
         assert!(tenant_tables.iter().any(|x| x == t), "{t} among the tables with org_id: {tenant_tables:?}");
     }
+    // tenant_keys has an org_id but no reader at all: RLS on, no policy (sql/security.sql)
     let mut expected: Vec<String> = tenant_tables
         .iter()
+        .filter(|t| *t != "tenant_keys")
         .map(|t| {
             format!(
                 "{t}: {t}_own_org_read FOR r PERMISSIVE TO public \

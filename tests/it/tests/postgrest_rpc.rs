@@ -47,6 +47,11 @@ fn body_for(function: &str, org: &Org, call: &str) -> Value {
         "outbox_read" => json!({"p_consumer": unique("consumer"), "p_limit": 10}),
         "outbox_ack" => json!({"p_consumer": unique("consumer"), "p_xid": "1", "p_id": 1}),
         "outbox_drop_consumer" => json!({"p_consumer": unique("consumer")}),
+        "upsert_phone_number" => json!({"p_org_id": org.id.to_string(), "p_vapi_phone_number_id": unique("pn")}),
+        "upsert_vapi_org" => json!({"p_org_id": org.id.to_string(), "p_vapi_org_id": unique("vorg")}),
+        "upsert_squad" => json!({"p_org_id": org.id.to_string(), "p_vapi_squad_id": unique("squad")}),
+        "upsert_workflow" => json!({"p_org_id": org.id.to_string(), "p_vapi_workflow_id": unique("wf")}),
+        "tenant_token" | "rotate_tenant_key" => json!({"p_org_id": org.id.to_string()}),
         other => panic!("write function voxanne.{other} has no JSON body in tests/it/tests/postgrest_rpc.rs: add one"),
     }
 }
@@ -138,6 +143,39 @@ async fn service_role_calls_every_write_function_with_json_bodies() {
     let handled = ok(&api, &service, "handle_vapi_message", webhook).await;
     called.insert("handle_vapi_message");
     assert_eq!((&handled["applied"], &handled["message_type"]), (&json!(true), &json!("transcript")), "{handled}");
+
+    // the directory's verbs (0.3.0): void functions answer null, and what they register routes
+    let squad = unique("squad");
+    let registered = [
+        (
+            "upsert_phone_number",
+            json!({"p_org_id": org_id.to_string(), "p_vapi_phone_number_id": unique("pn"),
+                                       "p_vapi_assistant_id": assistant_id}),
+        ),
+        ("upsert_vapi_org", json!({"p_org_id": org_id.to_string(), "p_vapi_org_id": unique("vorg")})),
+        ("upsert_squad", json!({"p_org_id": org_id.to_string(), "p_vapi_squad_id": squad})),
+        (
+            "upsert_workflow",
+            json!({"p_org_id": org_id.to_string(), "p_vapi_workflow_id": unique("wf"),
+                                   "p_active": false}),
+        ),
+    ];
+    for (verb, body) in registered {
+        assert_eq!(ok(&api, &service, verb, body).await, Value::Null, "{verb}");
+        called.insert(verb);
+    }
+    let by_squad = json!({"p_body": {"message": {"type": "status-update", "status": "queued",
+        "call": {"id": unique("squad-call"), "orgId": "vapi-shared", "squadId": squad}}}});
+    let routed = ok(&api, &service, "handle_vapi_message", by_squad).await;
+    assert_eq!(routed["org_id"], json!(org_id.to_string()), "{routed}");
+    // tenant tokens: the same until rotated
+    let token = ok(&api, &service, "tenant_token", json!({"p_org_id": org_id.to_string()})).await;
+    called.insert("tenant_token");
+    assert!(token.as_str().is_some_and(|t| t.starts_with(&format!("vxt1.{org_id}."))), "{token}");
+    assert_eq!(ok(&api, &service, "tenant_token", json!({"p_org_id": org_id.to_string()})).await, token);
+    let rotated = ok(&api, &service, "rotate_tenant_key", json!({"p_org_id": org_id.to_string()})).await;
+    called.insert("rotate_tenant_key");
+    assert_ne!(rotated, token);
 
     // record_rejected_event: p_message left out; the body parses, so it is labelled with its org
     let junk = status_message(&org, &call, "dialing").to_string();

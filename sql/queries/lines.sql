@@ -1,13 +1,14 @@
--- One transcript line. The content-hash key is the idempotency mark; the call row is created if
--- this is the first message of the call (seed #7: never dropped).
--- $3 vapi call id, $4 role, $5 text, $6 spoken at, $7 transcript type, $8 content hash,
+-- A call's transcript lines, one (a transcript message) or many (conversation-update, the
+-- report's messages), as parallel arrays. Each line's content-hash key is its idempotency mark;
+-- the call row is created if this is the first message of the call (seed #7: never dropped).
+-- $3 vapi call id, $4 roles, $5 texts, $6 spoken at, $7 transcript types, $8 content hashes,
 -- $9 notify (voxanne.notify).
 found AS (
     SELECT c.org_id, c.id
     FROM voxanne.calls AS c JOIN agent ON c.org_id = agent.org_id
     WHERE c.vapi_call_id = $3
 ),
--- Only a line of a call not seen yet tries the insert (almost every line finds its call: no
+-- Only lines of a call not seen yet try the insert (almost every line finds its call: no
 -- speculative insert, no CHECKs of calls to evaluate). ON CONFLICT still settles the race
 -- with a concurrent first message of the same call.
 created AS (
@@ -26,23 +27,24 @@ call AS (
 line AS (
     INSERT INTO voxanne.call_transcripts AS t
         (org_id, content_hash, call_id, role, transcript_type, spoken_at, text)
-    SELECT call.org_id, $8, call.id, $4, $7, $6, $5 FROM call
+    SELECT call.org_id, g.content_hash, call.id, g.role, g.transcript_type, g.spoken_at, g.text
+    FROM call, ROWS FROM (pg_catalog.unnest($4::text[]), pg_catalog.unnest($5::text[]),
+                          pg_catalog.unnest($6::timestamptz[]), pg_catalog.unnest($7::text[]),
+                          pg_catalog.unnest($8::bytea[])) AS g (role, text, spoken_at, transcript_type, content_hash)
     -- by name: the key is (org_id, content_hash) in 0.1.0 and (org_id, call_id, content_hash)
     -- from 0.2.0, and a 0.1.0 database runs this library until ALTER EXTENSION ... UPDATE
     ON CONFLICT ON CONSTRAINT call_transcripts_pkey DO NOTHING
-    RETURNING t.org_id, t.call_id
+    RETURNING t.org_id, t.call_id, t.role, t.transcript_type, t.spoken_at, t.text, t.content_hash
 ),
 outbox AS (
     INSERT INTO voxanne.outbox AS o (org_id, topic, payload)
     SELECT line.org_id, 'call.transcript',
            pg_catalog.jsonb_build_object('call_id', line.call_id, 'vapi_call_id', $3,
-               'role', $4, 'transcript_type', $7, 'spoken_at', $6, 'text', $5,
-               'content_hash', pg_catalog.encode($8, 'hex'))
+               'role', line.role, 'transcript_type', line.transcript_type, 'spoken_at', line.spoken_at,
+               'text', line.text, 'content_hash', pg_catalog.encode(line.content_hash, 'hex'))
     FROM line
     RETURNING o.id, CASE WHEN $9 THEN pg_catalog.pg_notify('voxanne_outbox', pg_catalog.json_build_object(
         'org_id', o.org_id, 'id', o.id, 'topic', o.topic)::text) IS NOT NULL END AS notified
 )
-SELECT agent.org_id, call.id AS call_id, outbox.id AS outbox_id
+SELECT agent.org_id, (SELECT call.id FROM call) AS call_id, (SELECT pg_catalog.count(*) FROM outbox) AS stored
 FROM agent
-LEFT JOIN call ON true
-LEFT JOIN outbox ON true
