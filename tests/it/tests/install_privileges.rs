@@ -92,6 +92,15 @@ async fn service_role_can_call_every_write_function() {
     rollback(&api).await;
     assert_eq!(e.code(), Some(&SqlState::INSUFFICIENT_PRIVILEGE), "{}", describe(&e));
 
+    // Tenant keys are the owner's alone: the service role mints tokens, it never reads a key.
+    begin_as(&api, "service_role", None).await;
+    let token: String =
+        api.query_one("SELECT voxanne.tenant_token($1)", &[&org_id]).await.expect("service_role mints a token").get(0);
+    assert!(token.starts_with("vxt1."), "{token}");
+    let e = api.query("SELECT key FROM voxanne.tenant_keys", &[]).await.expect_err("service_role read the tenant keys");
+    rollback(&api).await;
+    assert_eq!(e.code(), Some(&SqlState::INSUFFICIENT_PRIVILEGE), "{}", describe(&e));
+
     let rows = call_rows(&db, &org, &call).await;
     assert_eq!(rows, CallRows { calls: 1, outbox: 3, ledger: 2, transcripts: 1 });
     assert_only_the_young_aged_row_is_left(&db, org_id).await;
