@@ -1,9 +1,15 @@
 //! `transcript` (and `transcript[transcriptType="final"]`, which names its type): a final line
 //! is a `LineEvent`; a partial one is acknowledged, not stored.
+//!
+//! Its moment is the utterance's `time` when the message's `artifact.messages` lists it (the
+//! last entry of the same speaker and words), so its key is the one conversation-update and the
+//! report give the same utterance; otherwise the moment the message was sent (`timestamp`).
 
 use std::borrow::Cow;
 
-use super::wire::{call_and_routes, message};
+use serde::Deserialize;
+
+use super::wire::{call_and_routes, message, spoken_lines, ListMessage};
 use crate::domain::{required, Role, TranscriptType, SHORT_TEXT_MAX};
 use crate::error::VoxError;
 use crate::jsonb::{JsonbOut, Node};
@@ -17,7 +23,17 @@ message! {
         transcript_type: Option<Cow<'a, str>>,
         #[serde(borrow)]
         transcript: Option<Cow<'a, str>>,
+        #[serde(borrow)]
+        artifact: Option<Conversation<'a>>,
     }
+}
+
+/// The conversation so far, as a message's `artifact` may carry it.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct Conversation<'a> {
+    #[serde(borrow)]
+    messages: Option<Vec<ListMessage<'a>>>,
 }
 
 pub fn handle(message: Node<'_>, kind: &str) -> Result<JsonbOut, VoxError> {
@@ -32,24 +48,23 @@ pub fn handle(message: Node<'_>, kind: &str) -> Result<JsonbOut, VoxError> {
     }
     let (_, vapi_call_id, routes) = call_and_routes(&msg.call, msg.assistant_id.as_deref(), &msg.assistant)?;
     let role = Role::parse("message.role", required("message.role", msg.role.as_deref(), SHORT_TEXT_MAX)?)?;
-    // Nothing said, or no moment to key the line by (a retry would store it again): the same
-    // utterance reaches the call's lines through conversation-update and the report.
-    let Some(spoken_at) = msg.timestamp.as_ref() else {
-        return Ok(super::acknowledge("transcript[no timestamp]", kind));
-    };
+    // nothing said: acknowledged
     if msg.transcript.as_deref() == Some("") {
         return Ok(super::acknowledge("transcript[empty]", kind));
     }
-    let line = LineEvent {
-        vapi_call_id,
-        routes,
-        lines: vec![Line {
-            role,
-            text: line_text("message.transcript", msg.transcript.as_deref())?,
-            spoken_at: spoken_at.resolve("message.timestamp")?,
-            transcript_type,
-        }],
+    let text = line_text("message.transcript", msg.transcript.as_deref())?;
+    let listed = msg.artifact.as_ref().and_then(|a| a.messages.as_deref()).unwrap_or_default();
+    let listed = spoken_lines("message.artifact.messages", listed)?;
+    let spoken_at = match listed.iter().rev().find(|l| l.role == role && l.text == text) {
+        Some(entry) => entry.spoken_at,
+        None => match &msg.timestamp {
+            Some(timestamp) => timestamp.resolve("message.timestamp")?,
+            // no moment to key the line by (a retry would store it again): the utterance
+            // reaches the call's lines through conversation-update and the report
+            None => return Ok(super::acknowledge("transcript[no timestamp]", kind)),
+        },
     };
+    let line = LineEvent { vapi_call_id, routes, lines: vec![Line { role, text, spoken_at, transcript_type }] };
     Ok(line.apply()?.of_message(kind).jsonb())
 }
 
@@ -78,5 +93,36 @@ mod tests {
         assert_eq!(lines, "user@2026-11-25 10:00:10.1235+00,assistant@2026-11-25 10:00:12+00");
         // a redelivery is a duplicate
         assert_eq!(handle(fixture!("transcript-final"))["outcome"], "duplicate");
+    }
+
+    /// A transcript message whose artifact lists the utterance is keyed by the utterance's
+    /// `time`, as conversation-update and the report key it: whichever comes first stores it.
+    #[pg_test]
+    fn a_transcript_listed_in_its_artifact_is_the_same_line_as_the_lists_give() {
+        let org = fixture_org();
+        let listed = r#"{"role":"user","message":"Tuesday works.","time":1795600810500,"endTime":1795600811400,"secondsFromStart":10.5}"#;
+        let transcript = |timestamp: &str| {
+            format!(
+                r#"{{"message":{{"type":"transcript","transcriptType":"final","role":"user","transcript":"Tuesday works."{timestamp},
+                    "artifact":{{"messages":[{{"role":"bot","message":"Which day?","time":1795600808000}},{listed}]}},
+                    "call":{{"id":"c-live","assistantId":"asst_fixture"}}}}}}"#
+            )
+        };
+        let live = handle(&transcript(r#","timestamp":1795600811900"#));
+        assert_eq!(live["applied"], true);
+        // the same utterance from the list, and again without a timestamp: one line
+        let update = handle(&format!(
+            r#"{{"message":{{"type":"conversation-update","messages":[{listed}],"call":{{"id":"c-live","assistantId":"asst_fixture"}}}}}}"#
+        ));
+        assert_eq!(update["outcome"], "duplicate");
+        assert_eq!(update["content_hash"], live["content_hash"]);
+        assert_eq!(handle(&transcript(""))["outcome"], "duplicate");
+        let at: String = Spi::get_one_with_args(
+            "SELECT string_agg(spoken_at::text, ',') FROM voxanne.call_transcripts WHERE org_id = $1::uuid",
+            &[org.as_str().into()],
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(at, "2026-11-25 10:00:10.5+00", "the utterance's time, not the message's");
     }
 }

@@ -87,6 +87,14 @@ impl J {
             _ => None,
         }
     }
+
+    /// The string at `key`, if it is one (its JSON type is the Reader's to judge).
+    pub fn str(&self, key: &str) -> Option<&str> {
+        match self.get(key) {
+            Some(J::Str(s)) => Some(s),
+            _ => None,
+        }
+    }
 }
 
 /// Why the `$1::text::jsonb` cast refuses a text, and its SQLSTATE.
@@ -928,22 +936,16 @@ fn route(r: &mut Reader, world: &World, call: &J, msg: &J) -> Option<Route> {
         Directory,
         Phone,
     }
-    fn text(j: Option<&J>) -> Option<&str> {
-        match j {
-            Some(J::Str(s)) => Some(s.as_str()),
-            _ => None,
-        }
-    }
-    let call_assistant = text(call.get("assistantId"));
+    let call_assistant = call.str("assistantId");
     // the call's own assistant is tried once
-    let member = text(msg.get("assistantId")).filter(|m| Some(*m) != call_assistant);
+    let member = msg.str("assistantId").filter(|m| Some(*m) != call_assistant);
     let ids = [
         ("message.call.assistantId", call_assistant, By::Assistant),
         ("message.assistantId", member, By::Assistant),
-        ("message.call.squadId", text(call.get("squadId")), By::Directory),
-        ("message.call.workflowId", text(call.get("workflowId")), By::Directory),
-        ("message.call.phoneNumberId", text(call.get("phoneNumberId")), By::Phone),
-        ("message.call.orgId", text(call.get("orgId")), By::Directory),
+        ("message.call.squadId", call.str("squadId"), By::Directory),
+        ("message.call.workflowId", call.str("workflowId"), By::Directory),
+        ("message.call.phoneNumberId", call.str("phoneNumberId"), By::Phone),
+        ("message.call.orgId", call.str("orgId"), By::Directory),
     ];
     let mut given = Vec::new();
     let mut too_long = false;
@@ -972,12 +974,12 @@ fn route(r: &mut Reader, world: &World, call: &J, msg: &J) -> Option<Route> {
         }
     }
     fn token_of(o: Option<&J>) -> Option<&str> {
-        text(o.and_then(|o| o.get("metadata")).and_then(|m| m.get("voxanne_tenant")))
+        o.and_then(|o| o.get("metadata")).and_then(|m| m.str("voxanne_tenant"))
     }
     let tokens = [
         ("message.call.assistant.metadata.voxanne_tenant", token_of(call.get("assistant"))),
         ("message.assistant.metadata.voxanne_tenant", token_of(msg.get("assistant"))),
-        ("message.call.metadata.voxanne_tenant", text(call.get("metadata").and_then(|m| m.get("voxanne_tenant")))),
+        ("message.call.metadata.voxanne_tenant", token_of(Some(call))),
     ];
     if let Some((field, _)) = tokens.iter().find(|(_, t)| t.is_some_and(|t| !t.is_empty())) {
         return Some(Route::Refused(Defect {
@@ -1021,8 +1023,15 @@ fn assistant_fields(r: &mut Reader, assistant: Option<&J>, path: &str) {
 }
 
 /// The spoken lines of a call's message list `parent.key` (README "Transcripts"): the user's
-/// and the bot's entries with words and a `time` (epoch ms), each keyed by that moment.
-fn list_lines(r: &mut Reader, parent: Option<&J>, path: &str, key: &str) -> Vec<(&'static str, i64, String)> {
+/// and the bot's entries with words and a `time` (epoch ms), each keyed by that moment. With
+/// `validate` false, only the JSON types are checked (what decoding refuses) and none is kept.
+fn list_lines(
+    r: &mut Reader,
+    parent: Option<&J>,
+    path: &str,
+    key: &str,
+    validate: bool,
+) -> Vec<(&'static str, i64, String)> {
     let mut out = Vec::new();
     let items = match parent.and_then(|p| p.get(key)) {
         None | Some(J::Null) => return out,
@@ -1041,6 +1050,9 @@ fn list_lines(r: &mut Reader, parent: Option<&J>, path: &str, key: &str) -> Vec<
         let role = r.text(Some(item), &at, "role");
         let text = r.text(Some(item), &at, "message");
         let time = r.number(Some(item), &at, "time");
+        if !validate {
+            continue;
+        }
         let role = match role {
             Some("user") => "user",
             Some("bot" | "assistant") => "assistant",
@@ -1184,23 +1196,10 @@ fn classify_body(r: &mut Reader, world: &World, body: &J) -> Option<Prediction> 
     assistant_fields(r, assistant, "message.assistant");
     r.text(m, "message", "assistantId");
     let ts = r.timestamp(msg);
-    let call_id = call.and_then(|c| match c.get("id") {
-        Some(J::Str(s)) => Some(s.as_str()),
-        _ => None,
-    });
-    let call_type = call.and_then(|c| match c.get("type") {
-        Some(J::Str(s)) => Some(s.as_str()),
-        _ => None,
-    });
-    let customer = call.and_then(|c| c.get("customer"));
-    let number = customer.and_then(|c| match c.get("number") {
-        Some(J::Str(s)) => Some(s.as_str()),
-        _ => None,
-    });
-    let phone = call.and_then(|c| match c.get("phoneNumberId") {
-        Some(J::Str(s)) => Some(s.as_str()),
-        _ => None,
-    });
+    let call_id = call.and_then(|c| c.str("id"));
+    let call_type = call.and_then(|c| c.str("type"));
+    let number = call.and_then(|c| c.get("customer")).and_then(|c| c.str("number"));
+    let phone = call.and_then(|c| c.str("phoneNumberId"));
 
     // hop 8; the tenant's refusal, if any, waits for the statement (`settle`)
     let call_and_route = |r: &mut Reader| -> Option<(String, Route)> {
@@ -1334,7 +1333,7 @@ fn classify_body(r: &mut Reader, world: &World, body: &J) -> Option<Prediction> 
                     }
                 }
             }
-            let lines = list_lines(r, artifact, "message.artifact", "messages");
+            let lines = list_lines(r, artifact, "message.artifact", "messages", true);
             if !r.defects.is_empty() {
                 return None;
             }
@@ -1348,7 +1347,7 @@ fn classify_body(r: &mut Reader, world: &World, body: &J) -> Option<Prediction> 
             })
         }
         Kind::Conversation => {
-            let lines = list_lines(r, m, "message", "messages");
+            let lines = list_lines(r, m, "message", "messages", true);
             if lines.is_empty() {
                 return r
                     .defects
@@ -1378,6 +1377,8 @@ fn classify_body(r: &mut Reader, world: &World, body: &J) -> Option<Prediction> 
                 None => Some(if named_final { "final" } else { "partial" }),
             };
             let ttype = r.one_of("message.transcriptType", ttype, TRANSCRIPT_TYPES);
+            let artifact = r.object(m, "message", "artifact");
+            list_lines(r, artifact, "message.artifact", "messages", false);
             if !r.defects.is_empty() {
                 return None;
             }
@@ -1389,15 +1390,25 @@ fn classify_body(r: &mut Reader, world: &World, body: &J) -> Option<Prediction> 
             let routed = call_and_route(r);
             let role = r.required("message.role", role, SHORT_TEXT_MAX);
             let role = r.one_of("message.role", role, ROLES);
-            // README: no moment to key the line by, or nothing said: acknowledged
-            let Some(ts) = &ts else {
-                return r.defects.is_empty().then(|| Prediction::Ignored { label: "transcript[no timestamp]".into() });
-            };
+            // README: nothing said is acknowledged
             if text == Some("") {
                 return r.defects.is_empty().then(|| Prediction::Ignored { label: "transcript[empty]".into() });
             }
             let text = r.required("message.transcript", text, LINE_MAX);
-            let micros = r.moment("message.timestamp", ts);
+            // the moment: the utterance's `time` where the artifact lists it (the last entry of
+            // the same speaker and words), else the message's timestamp, else acknowledged
+            let listed = list_lines(r, artifact, "message.artifact", "messages", true);
+            let listed = listed.iter().rev().find(|(who, _, said)| Some(*who) == role && Some(said.as_str()) == text);
+            let micros = match (listed, &ts) {
+                (Some((_, micros, _)), _) => Some(*micros),
+                (None, Some(ts)) => r.moment("message.timestamp", ts),
+                (None, None) => {
+                    return r
+                        .defects
+                        .is_empty()
+                        .then(|| Prediction::Ignored { label: "transcript[no timestamp]".into() })
+                }
+            };
             if !r.defects.is_empty() {
                 return None;
             }
