@@ -1,12 +1,13 @@
 //! The router: request id and tracing outermost, then the `observe` middleware (metrics, error
-//! logging, JSON bodies for errors produced by layers), the body limit and the request timeout.
-//! The webhook handler is in webhook.rs; the probes and /metrics are here.
+//! logging, JSON bodies for errors produced by layers) and the request timeout. The webhook
+//! handler, which also enforces the body limit, is in webhook.rs; the probes and /metrics are
+//! here.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -14,7 +15,6 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 use tower::ServiceBuilder;
-use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
@@ -25,6 +25,7 @@ use crate::config::Config;
 use crate::db::{self, Db};
 use crate::error::{RelayError, RETRY_MESSAGE};
 use crate::metrics;
+use crate::upstream::Upstream;
 use crate::verify::Verifier;
 use crate::webhook::{self, Labels};
 
@@ -35,6 +36,8 @@ pub const REQUEST_ID: &str = "x-request-id";
 pub struct AppState {
     pub db: Db,
     pub verifier: Arc<Verifier>,
+    /// The app asked for replies (`--upstream-url`), with the process's one client.
+    pub upstream: Option<Arc<Upstream>>,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
     pub webhook_path: Arc<str>,
     pub expected_extension_version: Arc<str>,
@@ -42,12 +45,27 @@ pub struct AppState {
     pub request_timeout: Duration,
 }
 
+/// Why the state could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("could not create the database pool: {0}")]
+    Pool(#[from] deadpool_postgres::BuildError),
+    #[error("could not create the upstream client: {0}")]
+    Upstream(#[from] reqwest::Error),
+}
+
 impl AppState {
-    /// Builds the pool (no connection is opened until the first request) and the verifier.
-    pub fn from_config(config: &Config) -> Result<Self, deadpool_postgres::BuildError> {
+    /// Builds the pool (no connection is opened until the first request), the verifier and the
+    /// upstream client.
+    pub fn from_config(config: &Config) -> Result<Self, StateError> {
+        let upstream = match &config.upstream_url {
+            Some(url) => Some(Arc::new(Upstream::new(url, config.upstream_timeout, config.body_limit)?)),
+            None => None,
+        };
         Ok(Self {
             db: Db::new(db::build_pool(config)?),
             verifier: Arc::new(Verifier::new(&config.webhook_secrets, &config.hmac_secrets, config.hmac_tolerance)),
+            upstream,
             metrics: metrics::handle(),
             webhook_path: config.webhook_path.as_str().into(),
             expected_extension_version: config.expected_extension_version.as_str().into(),
@@ -74,11 +92,9 @@ pub fn app(state: AppState) -> Router {
                 )
                 .layer(PropagateRequestIdLayer::new(request_id))
                 .layer(middleware::from_fn_with_state(state.clone(), observe))
-                .layer(RequestBodyLimitLayer::new(state.body_limit))
-                .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, state.request_timeout))
-                // RequestBodyLimitLayer is the limit; axum's own 2 MB default would cap a larger
-                // configured one.
-                .layer(DefaultBodyLimit::disable()),
+                // the body limit is the webhook handler's: it reads the body itself
+                // (webhook.rs), after the headers' credential
+                .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, state.request_timeout)),
         )
         .with_state(state)
 }
@@ -95,6 +111,9 @@ fn make_span(request: &Request<Body>) -> Span {
         vapi_call_id = Empty,
         org_id = Empty,
         outcome = Empty,
+        upstream_status = Empty,
+        upstream_latency_ms = Empty,
+        upstream_error = Empty,
     )
 }
 
@@ -143,7 +162,9 @@ async fn render_metrics(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 /// Records webhook metrics, logs errors carried by responses, and gives errors produced by
-/// layers (413 from the body limit, 503 from the timeout, 404/405 from routing) a JSON body.
+/// layers (503 from the timeout, 404/405 from routing) a JSON body.
+/// What the webhook handler answered (it carries its [`Labels`]) is left as it is: its errors
+/// are JSON already, and an upstream's answer goes back verbatim.
 async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let is_webhook = request.method() == Method::POST && request.uri().path() == &*state.webhook_path;
     let started = Instant::now();
@@ -153,22 +174,18 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
     if let Some(err) = response.extensions().get::<Arc<RelayError>>() {
         log_error(err);
     }
+    let labels = response.extensions().get::<Labels>().copied();
     let own_json =
         response.headers().get(header::CONTENT_TYPE).is_some_and(|ct| ct.as_bytes().starts_with(b"application/json"));
     let status = response.status();
-    let mut response = if !own_json && (status.is_client_error() || status.is_server_error()) {
+    let response = if labels.is_none() && !own_json && (status.is_client_error() || status.is_server_error()) {
         json_for_layer_error(response)
     } else {
         response
     };
-    if status == StatusCode::PAYLOAD_TOO_LARGE {
-        // The body was not read, so hyper closes the connection after this answer; say so, or a
-        // client that keeps the connection for its next request sees that request fail.
-        response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
-    }
 
     if is_webhook {
-        let labels = response.extensions().get::<Labels>().copied().unwrap_or_else(|| answered_by_a_layer(status));
+        let labels = labels.unwrap_or_else(|| answered_by_a_layer(status));
         metrics::record_webhook(labels.message_type, labels.outcome, elapsed);
     }
     response
@@ -177,7 +194,6 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
 /// The labels of a webhook that a layer answered before the handler finished.
 fn answered_by_a_layer(status: StatusCode) -> Labels {
     let outcome = match status {
-        StatusCode::PAYLOAD_TOO_LARGE => "too_large",
         StatusCode::SERVICE_UNAVAILABLE => "timeout",
         _ => "other",
     };
@@ -202,7 +218,6 @@ fn json_for_layer_error(response: Response) -> Response {
     let status = response.status();
     let (mut parts, _) = response.into_parts();
     let body = match status {
-        StatusCode::PAYLOAD_TOO_LARGE => json!({ "message": RelayError::PayloadTooLarge.to_string() }),
         StatusCode::SERVICE_UNAVAILABLE => json!({ "code": "request_timeout", "message": RETRY_MESSAGE }),
         _ => json!({ "message": status.canonical_reason().unwrap_or("error") }),
     };
@@ -222,9 +237,14 @@ pub(crate) mod tests {
     use tower::ServiceExt;
 
     /// A state whose database is a closed port: a request that reaches it is answered 503
-    /// (`db::CANNOT_CONNECT`).
+    /// (`db::CANNOT_CONNECT`). Its body limit is 1 KiB.
     pub(crate) fn state() -> AppState {
-        let argv = [
+        state_with(&["--body-limit", "1024"])
+    }
+
+    /// [`state`] with the default body limit, and `extra` flags.
+    pub(crate) fn state_with(extra: &[&str]) -> AppState {
+        let mut argv = vec![
             "voxanne-relay",
             "--database-url",
             "host=127.0.0.1 port=1 user=nobody dbname=nothing",
@@ -232,16 +252,19 @@ pub(crate) mod tests {
             "s3cret,n3w",
             "--hmac-secrets",
             "k3y",
-            "--body-limit",
-            "1024",
             "--pool-timeout",
             "1s",
         ];
+        argv.extend_from_slice(extra);
         AppState::from_config(&Config::try_parse_from(argv).unwrap()).unwrap()
     }
 
     pub(crate) async fn send(request: Request<Body>) -> (StatusCode, HeaderMap, serde_json::Value) {
-        let response = app(state()).oneshot(request).await.unwrap();
+        send_to(state(), request).await
+    }
+
+    pub(crate) async fn send_to(state: AppState, request: Request<Body>) -> (StatusCode, HeaderMap, serde_json::Value) {
+        let response = app(state).oneshot(request).await.unwrap();
         let status = response.status();
         let headers = response.headers().clone();
         let bytes = response.into_body().collect().await.unwrap().to_bytes();
@@ -275,11 +298,11 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn oversized_bodies_are_413_with_a_json_body() {
         let big = format!("{{\"pad\":\"{}\"}}", "x".repeat(2048));
-        // declared length: refused by the layer before the handler runs
+        // declared length: refused before the body is read
         let (status, _, json) = send(post(big.clone(), &[(SECRET_HEADER, "s3cret")])).await;
         assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
         assert!(json["message"].is_string());
-        // streamed without a length: refused while buffering
+        // streamed without a length: refused while reading, at the limit
         let stream = Body::from_stream(futures_stream(big));
         let (status, _, json) = send(post(stream, &[(SECRET_HEADER, "s3cret")])).await;
         assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);

@@ -7,7 +7,12 @@ use std::time::Duration;
 use clap::error::ErrorKind;
 use clap::{CommandFactory, Parser, ValueEnum};
 
+use crate::upstream::UpstreamUrl;
 use crate::verify::Secret;
+
+/// Default `--body-limit`: a long call's end-of-call report (its messages, twice over, plus the
+/// transcript) passes 1 MiB.
+pub const DEFAULT_BODY_LIMIT: usize = 16 * 1024 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -61,9 +66,20 @@ pub struct Config {
     #[arg(long, env = "VOXANNE_HMAC_TOLERANCE", default_value = "5m", value_parser = humantime::parse_duration)]
     pub hmac_tolerance: Duration,
 
-    /// Largest accepted request body, in bytes.
-    #[arg(long, env = "VOXANNE_BODY_LIMIT", default_value_t = 1024 * 1024)]
+    /// Largest accepted request body, in bytes; also caps an upstream's answer.
+    #[arg(long, env = "VOXANNE_BODY_LIMIT", default_value_t = DEFAULT_BODY_LIMIT)]
     pub body_limit: usize,
+
+    /// The app asked for the reply of a message the database answers with `"upstream": true`
+    /// (http or https). Unset: the database's reply is sent.
+    #[arg(long, env = "VOXANNE_UPSTREAM_URL", value_name = "URL")]
+    pub upstream_url: Option<UpstreamUrl>,
+
+    /// Deadline of the upstream's answer, after which the database's reply is sent. Vapi waits
+    /// 7.5 s in all for an assistant-request's answer; 5 s leaves the rest for the database
+    /// statement and the network.
+    #[arg(long, env = "VOXANNE_UPSTREAM_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub upstream_timeout: Duration,
 
     /// Whole-request deadline; answered 503 when exceeded (Vapi waits 20 s).
     #[arg(long, env = "VOXANNE_REQUEST_TIMEOUT", default_value = "15s", value_parser = humantime::parse_duration)]
@@ -114,6 +130,8 @@ pub enum ConfigError {
     ReservedPath(String),
     #[error("--{0} must be greater than zero")]
     Zero(&'static str),
+    #[error("with --upstream-url, --upstream-timeout must be shorter than --request-timeout, or the request times out (503) before the reply is sent")]
+    UpstreamTimeout,
 }
 
 impl Config {
@@ -144,10 +162,14 @@ impl Config {
             ("statement-timeout", self.statement_timeout.as_millis() == 0),
             ("pool-timeout", self.pool_timeout.is_zero()),
             ("worker-threads", self.worker_threads == 0),
+            ("upstream-timeout", self.upstream_timeout.is_zero()),
         ] {
             if zero {
                 return Err(ConfigError::Zero(name));
             }
+        }
+        if self.upstream_url.is_some() && self.upstream_timeout >= self.request_timeout {
+            return Err(ConfigError::UpstreamTimeout);
         }
         Ok(())
     }
@@ -194,7 +216,9 @@ mod tests {
         let c = parse(&["--webhook-secrets", "a"]).unwrap();
         assert_eq!(c.listen, "127.0.0.1:8787".parse().unwrap());
         assert_eq!(c.webhook_path, "/vapi/webhook");
-        assert_eq!(c.body_limit, 1024 * 1024);
+        assert_eq!(c.body_limit, 16 * 1024 * 1024);
+        assert_eq!(c.upstream_url, None);
+        assert_eq!(c.upstream_timeout, Duration::from_secs(5));
         assert_eq!(c.statement_timeout, Duration::from_secs(5));
         assert_eq!(c.hmac_tolerance, Duration::from_secs(300));
         assert_eq!(c.expected_extension_version, env!("CARGO_PKG_VERSION"));
@@ -227,6 +251,27 @@ mod tests {
         let c = parse(&["--webhook-secrets", "a", "--worker-threads", "0"]).unwrap();
         assert_eq!(c.validate(), Err(ConfigError::Zero("worker-threads")));
         assert!(parse(&["--webhook-secrets", "a", "--statement-timeout", "soon"]).is_err());
+        let c = parse(&["--webhook-secrets", "a", "--upstream-timeout", "0s"]).unwrap();
+        assert_eq!(c.validate(), Err(ConfigError::Zero("upstream-timeout")));
+        let upstream = ["--webhook-secrets", "a", "--upstream-url", "http://127.0.0.1:9000/vapi"];
+        let c = parse(&[&upstream[..], &["--upstream-timeout", "15s"]].concat()).unwrap();
+        assert_eq!(c.validate(), Err(ConfigError::UpstreamTimeout), "not shorter than the 15 s request timeout");
+        let c = parse(&[&upstream[..], &["--request-timeout", "400ms"]].concat()).unwrap();
+        assert_eq!(c.validate(), Err(ConfigError::UpstreamTimeout), "the default 5 s against a short request timeout");
+        let c = parse(&["--webhook-secrets", "a", "--request-timeout", "400ms"]).unwrap();
+        assert_eq!(c.validate(), Ok(()), "no upstream, no constraint");
+        for url in ["ftp://app/", "not a url", "https://user:pw@app.example/"] {
+            assert!(parse(&["--webhook-secrets", "a", "--upstream-url", url]).is_err(), "{url}");
+        }
+    }
+
+    #[test]
+    fn the_upstream_is_configured_by_flag_or_environment() {
+        let c = parse(&["--webhook-secrets", "a", "--upstream-url", "http://127.0.0.1:9000/vapi"]).unwrap();
+        assert_eq!(c.upstream_url, Some("http://127.0.0.1:9000/vapi".parse().unwrap()));
+        assert_eq!(c.validate(), Ok(()));
+        let help = Config::command().render_long_help().to_string();
+        assert!(help.contains("VOXANNE_UPSTREAM_URL") && help.contains("VOXANNE_UPSTREAM_TIMEOUT"), "{help}");
     }
 
     #[test]

@@ -2,15 +2,18 @@
 //! `voxanne.handle_vapi_message` in PostgreSQL, where all the work happens in one transaction.
 //! The relay's own job is the HTTP edge: authentication, size and syntax checks, mapping database
 //! outcomes to status codes Vapi understands, one transparent retry of transient failures,
-//! metrics and logs.
+//! sending the reply the database's answer names (or the upstream app's answer, when the answer
+//! asks for it: reply.rs), metrics and logs.
 
 pub mod app;
 pub mod config;
 pub mod db;
 pub mod error;
 pub mod metrics;
+pub mod reply;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod upstream;
 pub mod verify;
 pub mod webhook;
 
@@ -46,7 +49,7 @@ async fn start(config: Config) -> ExitCode {
     let state = match AppState::from_config(&config) {
         Ok(state) => state,
         Err(e) => {
-            tracing::error!(error = %e, "could not create the database pool");
+            tracing::error!(error = %e, "could not start");
             return ExitCode::FAILURE;
         }
     };

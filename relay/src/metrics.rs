@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-/// Webhook requests, labelled `message_type` and `outcome`.
+/// Webhook requests, labelled `message_type` and `outcome` (the database's outcome, a reply's
+/// `replied` / `forwarded` / `upstream_failed` (reply.rs), or the error's).
 pub const REQUESTS: &str = "voxanne_relay_webhook_requests_total";
 /// Webhook latency in seconds, labelled `outcome`.
 pub const LATENCY: &str = "voxanne_relay_webhook_duration_seconds";
@@ -24,9 +25,12 @@ const LATENCY_BUCKETS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 /// sender cannot grow the label set without bound.
 const MESSAGE_TYPES: &[&str] = &[
     "assistant-request",
+    "call.endpointing.request",
+    "campaign.predial",
     "conversation-update",
     "end-of-call-report",
     "function-call",
+    "handoff-destination-request",
     "hang",
     "knowledge-base-request",
     "language-change-detected",

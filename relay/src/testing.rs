@@ -62,7 +62,7 @@ impl Relay {
     }
 
     pub async fn start_with(config: Config) -> Relay {
-        let state = AppState::from_config(&config).expect("pool builds");
+        let state = AppState::from_config(&config).expect("the state builds");
         let listener = std::net::TcpListener::bind(config.listen).expect("bind");
         listener.set_nonblocking(true).expect("a non-blocking listener");
         let addr = listener.local_addr().unwrap();
@@ -187,4 +187,157 @@ pub fn metric_sum(text: &str, name: &str) -> u64 {
         .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum::<f64>() as u64
+}
+
+/// A stand-in for the app behind the relay: an HTTP server on 127.0.0.1 that records every
+/// request it gets and answers each as told. It runs on the test's runtime.
+pub struct FakeUpstream {
+    pub url: String,
+    received: std::sync::Arc<std::sync::Mutex<Vec<Received>>>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+/// One request the fake upstream got.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub headers: axum::http::HeaderMap,
+    pub body: axum::body::Bytes,
+}
+
+/// How the fake upstream answers.
+#[derive(Debug, Clone)]
+pub enum Behaviour {
+    /// This status, content type (none: no header) and body, at once.
+    Answer { status: u16, content_type: Option<&'static str>, body: Vec<u8> },
+    /// A 200 `{}` after this long.
+    Sleep(Duration),
+}
+
+impl FakeUpstream {
+    pub async fn start(behaviour: Behaviour) -> FakeUpstream {
+        use axum::http::{header, HeaderMap, StatusCode};
+        use axum::response::IntoResponse;
+
+        let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = received.clone();
+        let app = axum::Router::new().fallback(move |headers: HeaderMap, body: axum::body::Bytes| {
+            let (log, behaviour) = (log.clone(), behaviour.clone());
+            async move {
+                log.lock().unwrap().push(Received { headers, body });
+                match behaviour {
+                    Behaviour::Answer { status, content_type, body } => {
+                        let mut response = (StatusCode::from_u16(status).unwrap(), body).into_response();
+                        response.headers_mut().remove(header::CONTENT_TYPE);
+                        if let Some(content_type) = content_type {
+                            response.headers_mut().insert(header::CONTENT_TYPE, content_type.parse().unwrap());
+                        }
+                        response
+                    }
+                    Behaviour::Sleep(pause) => {
+                        tokio::time::sleep(pause).await;
+                        "{}".into_response()
+                    }
+                }
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the fake upstream");
+        let url = format!("http://{}/vapi", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        FakeUpstream { url, received, server }
+    }
+
+    /// The requests received so far.
+    pub fn received(&self) -> Vec<Received> {
+        self.received.lock().unwrap().clone()
+    }
+}
+
+impl Drop for FakeUpstream {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+/// A URL on 127.0.0.1 where nothing listens: connecting is refused.
+pub fn refused_url() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    format!("http://127.0.0.1:{port}/vapi")
+}
+
+/// A request body of `len` bytes of `fill`, handed out in chunks of `chunk` bytes, that counts
+/// how many bytes its reader pulled. With [`stall_after`](Self::stall_after), it stops handing
+/// out bytes after that many (and never ends): a reader that needs the whole body waits forever.
+/// Its size hint is exact, so a client declares `Content-Length: len`, unless
+/// [`without_length`](Self::without_length).
+pub struct CountingBody {
+    left: usize,
+    chunk: usize,
+    fill: u8,
+    stall_after: Option<usize>,
+    no_length: bool,
+    pulled: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl CountingBody {
+    pub fn new(len: usize, chunk: usize, fill: u8) -> Self {
+        Self { left: len, chunk, fill, stall_after: None, no_length: false, pulled: Default::default() }
+    }
+
+    /// No size hint: a client sends it chunked, without `Content-Length`.
+    pub fn without_length(mut self) -> Self {
+        self.no_length = true;
+        self
+    }
+
+    pub fn stall_after(mut self, bytes: usize) -> Self {
+        self.stall_after = Some(bytes);
+        self
+    }
+
+    /// Reads the count of bytes pulled, after the body has been handed away.
+    pub fn counter(&self) -> std::sync::Arc<std::sync::atomic::AtomicUsize> {
+        self.pulled.clone()
+    }
+}
+
+impl http_body::Body for CountingBody {
+    type Data = axum::body::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        use std::sync::atomic::Ordering;
+        use std::task::Poll;
+
+        let pulled = self.pulled.load(Ordering::SeqCst);
+        if self.stall_after.is_some_and(|at| pulled >= at) {
+            // never woken: the reader waits for ever
+            return Poll::Pending;
+        }
+        if self.left == 0 {
+            return Poll::Ready(None);
+        }
+        let n = self.chunk.min(self.left);
+        self.left -= n;
+        self.pulled.fetch_add(n, Ordering::SeqCst);
+        Poll::Ready(Some(Ok(http_body::Frame::data(vec![self.fill; n].into()))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.left == 0
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        if self.no_length {
+            http_body::SizeHint::default()
+        } else {
+            http_body::SizeHint::with_exact(self.left as u64)
+        }
+    }
 }

@@ -7,6 +7,10 @@
 //!   secret can be rotated without downtime);
 //! - HMAC: header `x-signature` is the hex HMAC-SHA256 of `"{x-timestamp}.{raw body}"` under one of
 //!   the configured HMAC secrets, and `x-timestamp` (unix seconds) is within the tolerance.
+//!
+//! In two steps, so that a request is not read before it can be: [`Verifier::check_headers`] settles
+//! everything the headers alone can (the shared secret, the signature's timestamp window), and
+//! only a request carrying an HMAC signature needs [`Verifier::verify_body`] once its body is in.
 
 use std::fmt;
 use std::str::FromStr;
@@ -21,6 +25,10 @@ use subtle::{Choice, ConstantTimeEq};
 pub const SECRET_HEADER: &str = "x-vapi-secret";
 pub const SIGNATURE_HEADER: &str = "x-signature";
 pub const TIMESTAMP_HEADER: &str = "x-timestamp";
+
+/// Every header the verifier reads: the request's credential. The upstream gets them as they
+/// came (upstream.rs), so the app can check Vapi's credential itself.
+pub const CREDENTIAL_HEADERS: [&str; 3] = [SECRET_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER];
 
 /// Replay window for signed requests, as svix uses.
 pub const DEFAULT_TOLERANCE: Duration = Duration::from_secs(5 * 60);
@@ -88,6 +96,22 @@ impl FromStr for Secret {
     }
 }
 
+/// What the headers of a request settle ([`Verifier::check_headers`]).
+#[derive(Debug, PartialEq, Eq)]
+pub enum HeaderCheck {
+    /// Authenticated by the headers alone (a valid shared secret): the body is not needed.
+    Passed,
+    /// An HMAC signature, to verify over the body once it is read.
+    NeedsBody(Signature),
+}
+
+/// A request's signature whose timestamp is inside the window; not yet checked against a body.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Signature {
+    timestamp: String,
+    bytes: Vec<u8>,
+}
+
 /// Checks requests against the configured secrets.
 pub struct Verifier {
     /// SHA-256 of each shared secret: comparing fixed-length digests means the comparison time
@@ -116,6 +140,7 @@ impl Verifier {
         }
     }
 
+    /// Both steps at once, for a body already read.
     pub fn verify(&self, headers: &HeaderMap, body: &[u8]) -> Result<(), VerifyError> {
         self.verify_at(headers, body, unix_now())
     }
@@ -123,25 +148,48 @@ impl Verifier {
     /// A request passes when any configured mode whose header it carries verifies. When it
     /// carries several and all fail, the first mode's error (HMAC) is reported.
     pub fn verify_at(&self, headers: &HeaderMap, body: &[u8], now: u64) -> Result<(), VerifyError> {
+        match self.check_headers_at(headers, now)? {
+            HeaderCheck::Passed => Ok(()),
+            HeaderCheck::NeedsBody(signature) => self.verify_body(&signature, body),
+        }
+    }
+
+    /// The first step, before the body is read: what the headers alone settle.
+    pub fn check_headers(&self, headers: &HeaderMap) -> Result<HeaderCheck, VerifyError> {
+        self.check_headers_at(headers, unix_now())
+    }
+
+    /// A valid shared secret passes here. A signature whose timestamp is in the window, whose
+    /// hex decodes, still needs the body; anything else is refused without it.
+    pub fn check_headers_at(&self, headers: &HeaderMap, now: u64) -> Result<HeaderCheck, VerifyError> {
         let signed = !self.hmac_secrets.is_empty() && headers.contains_key(SIGNATURE_HEADER);
         let shared = !self.secret_digests.is_empty() && headers.contains_key(SECRET_HEADER);
         if !signed && !shared {
             return Err(VerifyError::MissingCredentials);
         }
-        let mut first_error = None;
-        if signed {
-            match self.verify_signature(headers, body, now) {
-                Ok(()) => return Ok(()),
-                Err(e) => first_error = Some(e),
-            }
-        }
+        let signature = signed.then(|| self.signature_of(headers, now));
         if shared {
-            match self.verify_secret(headers) {
-                Ok(()) => return Ok(()),
-                Err(e) => first_error = first_error.or(Some(e)),
+            match (self.verify_secret(headers), &signature) {
+                (Ok(()), _) => return Ok(HeaderCheck::Passed),
+                (Err(e), None) => return Err(e),
+                // the signature's error is the one reported
+                (Err(_), Some(_)) => {}
             }
         }
-        Err(first_error.unwrap_or(VerifyError::MissingCredentials))
+        signature.expect("signed, or returned above").map(HeaderCheck::NeedsBody)
+    }
+
+    /// The second step, for a request [`check_headers`](Self::check_headers) left to its body.
+    pub fn verify_body(&self, signature: &Signature, body: &[u8]) -> Result<(), VerifyError> {
+        let valid = self.hmac_secrets.iter().any(|secret| {
+            // verify_slice compares in constant time
+            mac(secret.expose(), &signature.timestamp, body).verify_slice(&signature.bytes).is_ok()
+        });
+        if valid {
+            Ok(())
+        } else {
+            Err(VerifyError::InvalidSignature)
+        }
     }
 
     fn verify_secret(&self, headers: &HeaderMap) -> Result<(), VerifyError> {
@@ -157,22 +205,15 @@ impl Verifier {
         }
     }
 
-    fn verify_signature(&self, headers: &HeaderMap, body: &[u8], now: u64) -> Result<(), VerifyError> {
+    /// The signature's parts that need no body: its timestamp in the window, its hex.
+    fn signature_of(&self, headers: &HeaderMap, now: u64) -> Result<Signature, VerifyError> {
         let timestamp = header_str(headers, TIMESTAMP_HEADER)?;
         let ts: i64 = timestamp.parse().map_err(|_| VerifyError::InvalidHeader(TIMESTAMP_HEADER))?;
         self.check_timestamp(ts, now)?;
 
         let signature = header_str(headers, SIGNATURE_HEADER)?;
-        let signature = hex::decode(signature.trim()).map_err(|_| VerifyError::InvalidSignature)?;
-        let valid = self.hmac_secrets.iter().any(|secret| {
-            // verify_slice compares in constant time
-            mac(secret.expose(), timestamp, body).verify_slice(&signature).is_ok()
-        });
-        if valid {
-            Ok(())
-        } else {
-            Err(VerifyError::InvalidSignature)
-        }
+        let bytes = hex::decode(signature.trim()).map_err(|_| VerifyError::InvalidSignature)?;
+        Ok(Signature { timestamp: timestamp.to_string(), bytes })
     }
 
     fn check_timestamp(&self, ts: i64, now: u64) -> Result<(), VerifyError> {
@@ -369,6 +410,37 @@ mod tests {
         assert_eq!(v.verify_at(&bad, BODY, NOW), Err(VerifyError::InvalidSignature));
         bad.insert(SECRET_HEADER, "s".parse().unwrap());
         assert_eq!(v.verify_at(&bad, BODY, NOW), Ok(()));
+    }
+
+    #[test]
+    fn headers_alone_settle_everything_but_a_signature() {
+        let v = Verifier::new(&secrets(&["s"]), &secrets(&["k"]), DEFAULT_TOLERANCE);
+        let check = |h: &HeaderMap| v.check_headers_at(h, NOW);
+        // no body is needed to pass a shared secret, or to refuse what carries no valid one
+        assert_eq!(check(&headers(&[(SECRET_HEADER, "s")])), Ok(HeaderCheck::Passed));
+        assert_eq!(check(&headers(&[(SECRET_HEADER, "x")])), Err(VerifyError::InvalidSecret));
+        assert_eq!(check(&HeaderMap::new()), Err(VerifyError::MissingCredentials));
+        // nor to refuse a signature out of its window, or not hex
+        let stale = signed("k", NOW - DEFAULT_TOLERANCE.as_secs() - 1, BODY);
+        assert_eq!(check(&stale), Err(VerifyError::TimestampTooOld));
+        let ts = NOW.to_string();
+        let not_hex = headers(&[(TIMESTAMP_HEADER, &ts), (SIGNATURE_HEADER, "zz")]);
+        assert_eq!(check(&not_hex), Err(VerifyError::InvalidSignature));
+        // a signature in its window needs the body
+        let good = signed("k", NOW, BODY);
+        let Ok(HeaderCheck::NeedsBody(signature)) = check(&good) else { panic!("a signature needs its body") };
+        assert_eq!(v.verify_body(&signature, BODY), Ok(()));
+        assert_eq!(v.verify_body(&signature, b"{}"), Err(VerifyError::InvalidSignature));
+        // a valid secret passes beside any signature; a wrong one leaves the signature to decide
+        let mut both = signed("wrong", NOW, BODY);
+        both.insert(SECRET_HEADER, "s".parse().unwrap());
+        assert_eq!(check(&both), Ok(HeaderCheck::Passed));
+        let mut both = good.clone();
+        both.insert(SECRET_HEADER, "x".parse().unwrap());
+        assert!(matches!(check(&both), Ok(HeaderCheck::NeedsBody(_))));
+        let mut both = stale.clone();
+        both.insert(SECRET_HEADER, "x".parse().unwrap());
+        assert_eq!(check(&both), Err(VerifyError::TimestampTooOld), "the signature's error is reported");
     }
 
     #[test]

@@ -1,15 +1,17 @@
-//! POST to the webhook path: authenticate, check the body is JSON, hand it to
-//! `voxanne.handle_vapi_message`. A body the database refuses as bad input is kept with
-//! `voxanne.record_rejected_event` (the dead letter) and answered 422. Nothing touches the
-//! database before authentication has passed.
+//! POST to the webhook path: authenticate, read the body, check it is JSON, hand it to
+//! `voxanne.handle_vapi_message`, and send what its answer names (reply.rs). A body the
+//! database refuses as bad input is kept with `voxanne.record_rejected_event` (the dead letter)
+//! and answered 422. Nothing touches the database before authentication has passed, and a
+//! request whose headers already fail it is refused before its body is read.
 
 use std::borrow::Cow;
+use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use axum::{Extension, Json};
+use axum::http::{header, HeaderMap, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use http_body_util::BodyExt;
 use serde::de::IgnoredAny;
 use serde::Deserialize;
 use serde_json::Value;
@@ -19,7 +21,8 @@ use crate::app::AppState;
 use crate::db::{Answer, DbError};
 use crate::error::RelayError;
 use crate::metrics;
-use crate::verify::Verifier;
+use crate::reply::{self, Reply};
+use crate::verify::HeaderCheck;
 
 /// The labels of a webhook's metrics. The handler returns them as a response extension, which
 /// the `observe` middleware (app.rs) reads back.
@@ -39,28 +42,121 @@ fn clip(s: &str, max: usize) -> &str {
 
 /// The handler. The span gets the message's type and call id before the statement, its org and
 /// outcome after; the labels go back with the response, whatever it is.
-pub async fn webhook(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> (Extension<Labels>, Result<Json<Value>, RelayError>) {
+pub async fn webhook(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
     let span = Span::current();
-    let (message_type, result) = match read(&state.verifier, &headers, &body) {
-        Ok(request) => (request.record(&span), deliver(&state, request.text).await),
-        Err(err) => (metrics::message_type_label(None), Err(err)),
+    let (message_type, result, unread) = match receive(&state, &headers, body).await {
+        Err(Refusal { error, unread }) => (metrics::message_type_label(None), Err(error), unread),
+        Ok(bytes) => match Request::parse(&bytes) {
+            Err(error) => (metrics::message_type_label(None), Err(error), false),
+            Ok(request) => (request.record(&span), answer(&state, &headers, &bytes, request.text, &span).await, false),
+        },
     };
-    let outcome = match &result {
-        Ok(json) => {
-            let answer = Answer::of(json);
-            if let Some(org_id) = answer.org_id {
-                span.record("org_id", org_id);
-            }
-            answer.outcome_label()
-        }
-        Err(err) => err.outcome(),
+    let (outcome, mut response) = match result {
+        Ok((reply, outcome)) => (outcome, reply.into_response()),
+        Err(err) => (err.outcome(), err.into_response()),
     };
     span.record("outcome", outcome);
-    (Extension(Labels { message_type, outcome }), result.map(Json))
+    if unread {
+        // The rest of the body is only thrown away (`linger`), and the connection ends after
+        // this answer; say so, or a client that keeps it for its next request sees that fail.
+        response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response.extensions_mut().insert(Labels { message_type, outcome });
+    response
+}
+
+/// A request refused before its body was read to the end.
+struct Refusal {
+    error: RelayError,
+    /// Some of the body was left unread (and is being [`linger`]ed over).
+    unread: bool,
+}
+
+/// How long the rest of a refused request's body is read and thrown away after the answer.
+const LINGER: Duration = Duration::from_secs(5);
+
+/// Size and authentication, in this order: the declared length, the headers' credential, the
+/// body read up to the limit, then an HMAC signature over it. A request refused before its body
+/// is read to the end has the rest [`linger`]ed over, never buffered.
+async fn receive(state: &AppState, headers: &HeaderMap, mut body: Body) -> Result<Bytes, Refusal> {
+    let limit = state.body_limit;
+    let unread = |error: RelayError, body: Body| {
+        linger(body, limit);
+        Refusal { error, unread: true }
+    };
+    // the Content-Length of an HTTP/1 request
+    if HttpBody::size_hint(&body).lower() > limit as u64 {
+        return Err(unread(RelayError::PayloadTooLarge, body));
+    }
+    let check = match state.verifier.check_headers(headers) {
+        Ok(check) => check,
+        Err(e) => return Err(unread(e.into(), body)),
+    };
+    let bytes = match read_body(&mut body, limit).await {
+        Ok(bytes) => bytes,
+        Err(e) => return Err(unread(e, body)),
+    };
+    if let HeaderCheck::NeedsBody(signature) = check {
+        state.verifier.verify_body(&signature, &bytes).map_err(|e| Refusal { error: e.into(), unread: false })?;
+    }
+    Ok(bytes)
+}
+
+/// The body, read frame by frame: 413 as soon as it passes `limit` bytes, the rest unread.
+async fn read_body(body: &mut Body, limit: usize) -> Result<Bytes, RelayError> {
+    let hint = HttpBody::size_hint(body);
+    let exact = hint.exact();
+    let mut bytes = Vec::with_capacity(usize::try_from(hint.lower()).unwrap_or(usize::MAX).min(limit));
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| RelayError::bad_request(format!("could not read the body: {e}")))?;
+        if let Ok(data) = frame.into_data() {
+            if data.len() > limit - bytes.len() {
+                return Err(RelayError::PayloadTooLarge);
+            }
+            if bytes.is_empty() && exact == Some(data.len() as u64) {
+                // the whole body in one frame: no copy
+                return Ok(data);
+            }
+            bytes.extend_from_slice(&data);
+        }
+    }
+    Ok(bytes.into())
+}
+
+/// Reads the rest of a refused request's body and throws it away, frame by frame, for at most
+/// [`LINGER`] and `budget` bytes, behind the answer. Closing a connection with unread bytes
+/// makes the kernel reset it, and a client still sending its body would then see the reset
+/// instead of the 401 or 413 (nginx's "lingering close"). Memory stays one frame.
+fn linger(mut body: Body, budget: usize) {
+    tokio::spawn(async move {
+        let discard = async {
+            let mut left = budget;
+            while let Some(Ok(frame)) = body.frame().await {
+                let len = frame.data_ref().map_or(0, Bytes::len);
+                if len > left {
+                    break;
+                }
+                left -= len;
+            }
+        };
+        let _ = tokio::time::timeout(LINGER, discard).await;
+    });
+}
+
+/// The database's answer and what to send for it: its reply, the upstream's answer, or the
+/// answer itself.
+async fn answer(
+    state: &AppState,
+    headers: &HeaderMap,
+    bytes: &Bytes,
+    text: &str,
+    span: &Span,
+) -> Result<(Reply, &'static str), RelayError> {
+    let json = deliver(state, text).await?;
+    if let Some(org_id) = Answer::of(&json).org_id {
+        span.record("org_id", org_id);
+    }
+    Ok(reply::respond(state.upstream.as_deref(), headers, bytes, json).await)
 }
 
 /// An authenticated request whose body is JSON.
@@ -120,19 +216,12 @@ impl Request<'_> {
     }
 }
 
-/// Size, authentication, UTF-8 and JSON syntax, in this order.
-fn read<'a>(
-    verifier: &Verifier,
-    headers: &HeaderMap,
-    body: &'a Result<Bytes, BytesRejection>,
-) -> Result<Request<'a>, RelayError> {
-    let body = body.as_ref().map_err(|rejection| match rejection.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => RelayError::PayloadTooLarge,
-        _ => RelayError::bad_request(rejection.body_text()),
-    })?;
-    verifier.verify(headers, body)?;
-    let text = std::str::from_utf8(body).map_err(|e| RelayError::bad_request(format!("body is not UTF-8: {e}")))?;
-    Ok(Request { text, envelope: Envelope::read(text)? })
+impl<'a> Request<'a> {
+    /// An authenticated body's UTF-8 and JSON syntax, in this order.
+    fn parse(body: &'a [u8]) -> Result<Self, RelayError> {
+        let text = std::str::from_utf8(body).map_err(|e| RelayError::bad_request(format!("body is not UTF-8: {e}")))?;
+        Ok(Request { text, envelope: Envelope::read(text)? })
+    }
 }
 
 /// The database's answer, or the error to send; a body refused as bad input is stored first.
@@ -163,13 +252,20 @@ async fn dead_letter(state: &AppState, text: &str, code: String, message: String
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::Ordering;
+
+    use axum::http::StatusCode;
+    use serde_json::Value;
     use tower::ServiceExt;
 
     use super::*;
     use crate::app::app;
-    use crate::app::tests::{post, send, state};
+    use crate::app::tests::{post, send, send_to, state, state_with};
     use crate::db;
+    use crate::testing::CountingBody;
     use crate::verify::{sign, unix_now, SECRET_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER};
+
+    const MIB: usize = 1024 * 1024;
 
     #[test]
     fn clipping_keeps_whole_characters() {
@@ -262,5 +358,86 @@ mod tests {
         ] {
             assert_eq!(labels_of(body, headers).await, Labels { message_type, outcome }, "{body}");
         }
+    }
+
+    /// The answer to `request`, which must come within 5 s.
+    async fn answer_to(request: axum::http::Request<Body>) -> (StatusCode, HeaderMap, Value) {
+        let answered = tokio::time::timeout(Duration::from_secs(5), send_to(state_with(&[]), request)).await;
+        answered.expect("answered without waiting for the rest of the body")
+    }
+
+    #[tokio::test]
+    async fn headers_that_fail_authentication_are_refused_before_the_body_is_read() {
+        let ts = unix_now().to_string();
+        let stale = (unix_now() - 3600).to_string();
+        let stale_sig = sign(b"k3y", &stale, b"{}");
+        for headers in [
+            vec![],
+            vec![(SECRET_HEADER, "nope")],
+            vec![(TIMESTAMP_HEADER, stale.as_str()), (SIGNATURE_HEADER, stale_sig.as_str())],
+            vec![(TIMESTAMP_HEADER, ts.as_str()), (SIGNATURE_HEADER, "not hex")],
+        ] {
+            // 16 MiB declared, none of it ever sent: a handler that read it would wait for ever
+            let body = CountingBody::new(16 * MIB, 64 * 1024, b' ').stall_after(0);
+            let pulled = body.counter();
+            let (status, response_headers, json) = answer_to(post(Body::new(body), &headers)).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{headers:?}");
+            assert!(json["message"].is_string());
+            assert_eq!(pulled.load(Ordering::SeqCst), 0, "{headers:?}");
+            assert_eq!(response_headers[header::CONNECTION], "close", "the connection cannot be reused");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_signature_is_checked_over_the_whole_body() {
+        let ts = unix_now().to_string();
+        let wrong = sign(b"k3y", &ts, b"another body");
+        let body = CountingBody::new(2 * MIB, 64 * 1024, b' ');
+        let pulled = body.counter();
+        let headers = [(TIMESTAMP_HEADER, ts.as_str()), (SIGNATURE_HEADER, wrong.as_str())];
+        let (status, response_headers, json) = answer_to(post(Body::new(body), &headers)).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_eq!(json["message"], "invalid signature");
+        assert_eq!(pulled.load(Ordering::SeqCst), 2 * MIB, "HMAC needs the body");
+        assert!(response_headers.get(header::CONNECTION).is_none(), "the body was read to its end");
+    }
+
+    #[tokio::test]
+    async fn a_declared_length_over_the_limit_is_413_before_anything_is_read() {
+        for headers in [&[(SECRET_HEADER, "s3cret")][..], &[]] {
+            let body = CountingBody::new(16 * MIB + 1, 64 * 1024, b' ').stall_after(0);
+            let pulled = body.counter();
+            let (status, response_headers, json) = answer_to(post(Body::new(body), headers)).await;
+            assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{headers:?}");
+            assert!(json["message"].is_string());
+            assert_eq!(response_headers[header::CONNECTION], "close");
+            assert_eq!(pulled.load(Ordering::SeqCst), 0);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_streamed_body_is_413_as_soon_as_it_passes_the_limit() {
+        // no length; the body offers two chunks past the limit, then waits: a handler that read
+        // further before answering would wait for ever
+        let chunk = 64 * 1024;
+        let body = CountingBody::new(64 * MIB, chunk, b' ').without_length().stall_after(16 * MIB + 2 * chunk);
+        let (status, response_headers, json) = answer_to(post(Body::new(body), &[(SECRET_HEADER, "s3cret")])).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert!(json["message"].is_string());
+        assert_eq!(response_headers[header::CONNECTION], "close");
+    }
+
+    #[tokio::test]
+    async fn bodies_up_to_sixteen_mib_are_accepted() {
+        let pad = |n: usize| format!(r#"{{"message":{{"type":"end-of-call-report","pad":"{}"}}}}"#, "x".repeat(n));
+        for body in [pad(15 * MIB), pad(16 * MIB - 64)] {
+            let len = body.len();
+            assert!(len <= 16 * MIB);
+            let (status, _, json) = send_to(state_with(&[]), post(body, &[(SECRET_HEADER, "s3cret")])).await;
+            // the closed port of the test state's database: it got past size, auth and JSON
+            assert_eq!((status, &json["code"]), (StatusCode::SERVICE_UNAVAILABLE, &db::CANNOT_CONNECT.into()), "{len}");
+        }
+        let (status, _, _) = send_to(state_with(&[]), post(pad(17 * MIB), &[(SECRET_HEADER, "s3cret")])).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "17 MiB");
     }
 }

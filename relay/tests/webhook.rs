@@ -190,9 +190,9 @@ async fn oversized_body_is_413_and_writes_nothing() {
     let t = tenant(&db).await;
     let relay = start_relay(&[]).await;
     let call = new_call_id();
-    // a valid message padded past the 1 MiB default
+    // a valid message padded past the 16 MiB default
     let mut message: Value = serde_json::from_str(&status_update(&t.assistant, &call, "ringing")).unwrap();
-    message["message"]["padding"] = Value::String("x".repeat(1024 * 1024));
+    message["message"]["padding"] = Value::String("x".repeat(16 * 1024 * 1024));
     let body = message.to_string();
 
     let (status, json) = answer(relay.post(body.clone(), &[("x-vapi-secret", SECRET)]).await).await;
@@ -200,11 +200,34 @@ async fn oversized_body_is_413_and_writes_nothing() {
     assert!(json["message"].is_string());
     assert_nothing_written(&db, &t, &call, &body).await;
 
-    // just under the limit is fine
-    let mut message: Value = serde_json::from_str(&status_update(&t.assistant, &call, "ringing")).unwrap();
-    message["message"]["padding"] = Value::String("x".repeat(1024 * 1000));
+    // 15 MiB, a long call's end-of-call report, is fine
+    let mut message: Value = serde_json::from_str(&end_of_call_report(&t.assistant, &call)).unwrap();
+    message["message"]["artifact"]["padding"] = Value::String("x".repeat(15 * 1024 * 1024));
     let (status, json) = relay.deliver_json(&message.to_string()).await;
     assert_eq!(status, StatusCode::OK, "{json}");
+    assert_eq!(json["applied"], true, "{json}");
+}
+
+#[tokio::test]
+async fn a_15_mib_refused_body_is_stored_whole() {
+    let db = db().await;
+    let relay = start_relay(&[]).await;
+    let call = new_call_id();
+    let assistant = format!("asst_unknown_{}", uuid::Uuid::new_v4().simple());
+    let mut message: Value = serde_json::from_str(&end_of_call_report(&assistant, &call)).unwrap();
+    message["message"]["artifact"]["padding"] = Value::String("x".repeat(15 * 1024 * 1024));
+    let body = message.to_string();
+
+    let (status, json) = relay.deliver_json(&body).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{json}");
+    let stored: Vec<i32> = db
+        .query("SELECT length(body) FROM voxanne.rejected_events WHERE vapi_call_id = $1", &[&call])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(stored, [body.len() as i32], "one dead letter holding the whole body");
 }
 
 #[tokio::test]

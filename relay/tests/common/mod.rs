@@ -5,6 +5,9 @@
 //! `voxanne_ext` installed. Every test makes its own org, assistant and call ids, so tests can
 //! share the database with each other and with other suites.
 
+// each test crate uses a part of this module
+#![allow(dead_code, unused_imports)]
+
 use serde_json::{json, Value};
 use uuid::Uuid;
 pub use voxanne_relay::testing::{json_answer as answer, Relay, SECRET};
