@@ -33,8 +33,8 @@ pub const TRANSCRIPT_MAX: usize = 1024 * 1024;
 pub const URL_MAX: usize = 2048;
 pub const DURATION_MAX: f64 = 604_800.0;
 pub const COST_MAX: f64 = 1_000_000.0;
-/// relay/README.md: `--body-limit` default, 1 MiB; larger is 413.
-pub const BODY_LIMIT: usize = 1024 * 1024;
+/// relay/README.md: `--body-limit` default, 16 MiB; larger is 413.
+pub const BODY_LIMIT: usize = 16 * 1024 * 1024;
 /// The documents name no nesting limit ("body nested too deeply for the jsonb parser": 54001).
 /// reading: PostgreSQL's limit follows `max_stack_depth` (2 MB by default); nesting up to this
 /// depth parses, deeper is 54001. The generators stay far from it (≤ 5,000) or far beyond it.
