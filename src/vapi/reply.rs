@@ -64,7 +64,11 @@ pub fn handle(message: Node<'_>, kind: &str) -> Option<Result<JsonbOut, VoxError
         "assistant-request" => assistant_request(message, kind),
         "tool-calls" => refusal(no_app("tool handler")),
         "transfer-destination-request" => refusal(no_app("transfer destination")),
-        "handoff-destination-request" => refusal(no_app("handoff destination")),
+        // the SDK's response requires a destination: an empty one, with the error
+        "handoff-destination-request" => refusal(json!({
+            "destination": {},
+            "error": "no handoff destination is configured for this assistant",
+        })),
         "knowledge-base-request" => refusal(json!({ "documents": [] })),
         "call.endpointing.request" => refusal(json!({ "timeoutSeconds": DEFAULT_ENDPOINTING_SECONDS })),
         "campaign.predial" => refusal(json!({ "eligible": false })),
@@ -157,7 +161,7 @@ mod tests {
             ),
             (
                 "handoff-destination-request",
-                json!({"error": "no handoff destination is configured for this assistant"}),
+                json!({"destination": {}, "error": "no handoff destination is configured for this assistant"}),
             ),
             ("knowledge-base-request", json!({"documents": []})),
             ("call.endpointing.request", json!({"timeoutSeconds": super::DEFAULT_ENDPOINTING_SECONDS})),

@@ -1181,7 +1181,11 @@ fn classify_body(r: &mut Reader, world: &World, body: &J) -> Option<Prediction> 
         }
         "tool-calls" => return Some(refusal(&no_app("tool handler"))),
         "transfer-destination-request" => return Some(refusal(&no_app("transfer destination"))),
-        "handoff-destination-request" => return Some(refusal(&no_app("handoff destination"))),
+        "handoff-destination-request" => {
+            return Some(refusal(
+                r#"{"destination":{},"error":"no handoff destination is configured for this assistant"}"#,
+            ))
+        }
         "knowledge-base-request" => return Some(refusal(r#"{"documents":[]}"#)),
         "call.endpointing.request" => return Some(refusal(&format!(r#"{{"timeoutSeconds":{ENDPOINTING_SECONDS}}}"#))),
         "campaign.predial" => return Some(refusal(r#"{"eligible":false}"#)),
