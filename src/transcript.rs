@@ -14,7 +14,8 @@ use crate::jsonb::JsonbOut;
 use crate::outcome::{Answer, Detail, Effect};
 use crate::routing::{routed, unset_binds, Routed, Routes};
 
-static LINES: Routed = routed!("lines.sql");
+static ONE_LINE: Routed = routed!("line_call.sql", "line_one.sql", "lines_announce.sql");
+static MANY_LINES: Routed = routed!("line_call.sql", "line_many.sql", "lines_announce.sql");
 
 /// How often the statement is re-run when the call row was committed by a concurrent session
 /// after the statement's snapshot. Once is enough in READ COMMITTED; the rest is headroom.
@@ -70,16 +71,32 @@ impl<'a> LineEvent<'a> {
     pub fn apply(self) -> Result<Answer<'a>, VoxError> {
         let hashes: Vec<[u8; 32]> = self.lines.iter().map(|l| l.content_hash(self.vapi_call_id)).collect();
         let mut args = Vec::from(unset_binds());
-        args.extend([
-            self.vapi_call_id.into(),
-            self.lines.iter().map(|l| l.role.as_str()).collect::<Vec<_>>().into(),
-            self.lines.iter().map(|l| l.text).collect::<Vec<_>>().into(),
-            self.lines.iter().map(|l| l.spoken_at).collect::<Vec<_>>().into(),
-            self.lines.iter().map(|l| l.transcript_type.as_str()).collect::<Vec<_>>().into(),
-            hashes.iter().map(|h| h.as_slice()).collect::<Vec<_>>().into(),
-            crate::notify::notify().into(),
-        ]);
-        let (org_id, call_id, stored) = self.routes.first_connected(&LINES, args, |client, form, args| {
+        args.push(self.vapi_call_id.into());
+        // one line's values as they are (measured: arrays cost one line 16% more server CPU)
+        let statement = match (self.lines.as_slice(), hashes.as_slice()) {
+            ([one], [hash]) => {
+                args.extend([
+                    one.role.as_str().into(),
+                    one.text.into(),
+                    one.spoken_at.into(),
+                    one.transcript_type.as_str().into(),
+                    hash.as_slice().into(),
+                ]);
+                &ONE_LINE
+            }
+            (lines, hashes) => {
+                args.extend([
+                    lines.iter().map(|l| l.role.as_str()).collect::<Vec<_>>().into(),
+                    lines.iter().map(|l| l.text).collect::<Vec<_>>().into(),
+                    lines.iter().map(|l| l.spoken_at).collect::<Vec<_>>().into(),
+                    lines.iter().map(|l| l.transcript_type.as_str()).collect::<Vec<_>>().into(),
+                    hashes.iter().map(|h| h.as_slice()).collect::<Vec<_>>().into(),
+                ]);
+                &MANY_LINES
+            }
+        };
+        args.push(crate::notify::notify().into());
+        let (org_id, call_id, stored) = self.routes.first_connected(statement, args, |client, form, args| {
             for _ in 0..SNAPSHOT_RETRIES {
                 let table = form.run(client, args)?;
                 // org_id, call_id, stored; no row: this route has no org
