@@ -1,0 +1,337 @@
+//! Vapi's own messages, built from its SDKs' types (`tests/fixtures/sdk/`, validated against
+//! `@vapi-ai/server-sdk` and `vapi-server-sdk` by `tests/sdk/check`), through the real relay
+//! into a real database: every message is stored, acknowledged or answered as README "Vapi
+//! messages" says; every call sequence ends in the same rows in any order and under
+//! redeliveries; with Vapi's default `serverMessages` the lines are stored; a transient
+//! assistant's call routes by its tenant token, and a missing or forged one is refused and kept.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+use tokio_postgres::Client;
+use uuid::Uuid;
+use voxanne_it::figures::{seed, Rng};
+use voxanne_it::relay::{Relay, SECRET};
+use voxanne_it::*;
+
+// tests/sdk/README.md "Ids"
+const AVA: &str = "a0000000-0000-4000-8000-000000000001";
+const MAX: &str = "a0000000-0000-4000-8000-000000000002";
+const NORA: &str = "a0000000-0000-4000-8000-000000000003";
+const BEN: &str = "a0000000-0000-4000-8000-000000000004";
+const SQUAD: &str = "5a000000-0000-4000-8000-000000000001";
+const WORKFLOW: &str = "f0000000-0000-4000-8000-000000000001";
+const PHONE_AVA: &str = "b0000000-0000-4000-8000-000000000001";
+const PHONE_SQUAD: &str = "b0000000-0000-4000-8000-000000000002";
+const PHONE_MAX: &str = "b0000000-0000-4000-8000-000000000003";
+const PHONE_UNASSIGNED: &str = "b0000000-0000-4000-8000-000000000004";
+const TOKEN_PLACEHOLDER: &str = "__VOXANNE_TENANT_TOKEN__";
+
+fn fixtures() -> PathBuf {
+    voxanne_it::figures::workspace_root().join("tests/fixtures/sdk")
+}
+
+/// The `.json` files of `dir`, sorted by name.
+fn json_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    files.sort();
+    files
+}
+
+/// A private database whose one org has every id of the fixtures registered as their README
+/// says (the Vapi org itself is not: it would route every call), and the relay on it.
+struct World {
+    db_name: String,
+    db: Client,
+    org: Uuid,
+    token: String,
+    relay: Relay,
+}
+
+impl World {
+    async fn new() -> Self {
+        let (db_name, db) = private_db("", "CREATE EXTENSION voxanne_ext").await;
+        let org = Uuid::new_v4();
+        for assistant in [AVA, MAX, NORA, BEN] {
+            db.execute("SELECT voxanne.upsert_agent($1, $2)", &[&org, &assistant]).await.unwrap();
+        }
+        db.execute("SELECT voxanne.upsert_squad($1, $2)", &[&org, &SQUAD]).await.unwrap();
+        db.execute("SELECT voxanne.upsert_workflow($1, $2)", &[&org, &WORKFLOW]).await.unwrap();
+        for (number, assistant, squad) in [
+            (PHONE_AVA, Some(AVA), None),
+            (PHONE_SQUAD, None, Some(SQUAD)),
+            (PHONE_MAX, Some(MAX), None),
+            (PHONE_UNASSIGNED, None, None),
+        ] {
+            db.execute(
+                "SELECT voxanne.upsert_phone_number($1, $2, p_vapi_assistant_id => $3, p_vapi_squad_id => $4)",
+                &[&org, &number, &assistant, &squad],
+            )
+            .await
+            .unwrap();
+        }
+        let token: String = db.query_one("SELECT voxanne.tenant_token($1)", &[&org]).await.unwrap().get(0);
+        let url = format!("{} dbname={db_name}", std::env::var("VOXANNE_DATABASE_URL").expect("VOXANNE_DATABASE_URL"));
+        let relay = Relay::start(&url, &["--pool-size", "2"]).await;
+        Self { db_name, db, org, token, relay }
+    }
+
+    /// A fixture as Vapi would send it for this org: the token placeholder filled in.
+    fn body(&self, path: &Path) -> String {
+        std::fs::read_to_string(path).unwrap().replace(TOKEN_PLACEHOLDER, &self.token)
+    }
+
+    async fn post(&self, body: &str) -> (u16, String) {
+        let response = self
+            .relay
+            .http
+            .post(self.relay.webhook_url())
+            .header("content-type", "application/json")
+            .header("x-vapi-secret", SECRET)
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("the relay answers");
+        (response.status().as_u16(), response.text().await.unwrap())
+    }
+
+    async fn count(&self, sql: &str, call: &str) -> i64 {
+        self.db.query_one(sql, &[&self.org, &call]).await.unwrap_or_else(|e| panic!("{sql}: {e}")).get(0)
+    }
+
+    async fn drop(self) {
+        drop(self.relay);
+        drop(self.db);
+        drop_db(&self.db_name).await;
+    }
+}
+
+const LINES: &str = "SELECT count(*) FROM voxanne.call_transcripts t JOIN voxanne.calls c
+                     ON c.org_id = t.org_id AND c.id = t.call_id WHERE c.org_id = $1 AND c.vapi_call_id = $2";
+const CALLS: &str = "SELECT count(*) FROM voxanne.calls WHERE org_id = $1 AND vapi_call_id = $2";
+const REPORTS: &str = "SELECT count(*) FROM voxanne.call_reports r JOIN voxanne.calls c
+                       ON c.org_id = r.org_id AND c.id = r.call_id
+                       WHERE c.org_id = $1 AND c.vapi_call_id = $2 AND c.status = 'ended'";
+
+/// The body Vapi gets for a reply-expecting type, held to the SDK's response type
+/// (`ServerMessageResponse*.d.ts`: its required fields, of their JSON types).
+fn check_reply(kind: &str, message: &Value, body: &str) -> Result<(), String> {
+    if kind == "voice-request" {
+        // raw PCM is expected; the database has none: an empty body
+        return if body.is_empty() { Ok(()) } else { Err(format!("voice-request answered {body:.200}")) };
+    }
+    let reply: Value = serde_json::from_str(body).map_err(|e| format!("{kind}: not JSON ({e}): {body:.200}"))?;
+    let ok = match kind {
+        "assistant-request" => match message["call"]["phoneNumberId"].as_str() {
+            Some(PHONE_AVA) => reply == serde_json::json!({"assistantId": AVA}),
+            Some(PHONE_SQUAD) => reply == serde_json::json!({"squadId": SQUAD}),
+            Some(PHONE_MAX) => reply == serde_json::json!({"assistantId": MAX}),
+            _ => reply["error"].is_string(),
+        },
+        "tool-calls" | "transfer-destination-request" => reply["error"].is_string(),
+        "handoff-destination-request" => reply["destination"].is_object() && reply["error"].is_string(),
+        "knowledge-base-request" => reply["documents"].is_array(),
+        "call.endpointing.request" => reply["timeoutSeconds"].is_number(),
+        "campaign.predial" => reply["eligible"] == Value::Bool(false),
+        _ => return Err(format!("{kind} is not a reply-expecting type")),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("{kind}: {reply} is not the SDK's response"))
+    }
+}
+
+const REPLY_TYPES: &[&str] = &[
+    "assistant-request",
+    "tool-calls",
+    "transfer-destination-request",
+    "handoff-destination-request",
+    "knowledge-base-request",
+    "call.endpointing.request",
+    "campaign.predial",
+    "voice-request",
+];
+const LIFECYCLE: &[&str] = &["scheduled", "queued", "ringing", "in-progress", "forwarding", "ended"];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_sdk_message_is_stored_acknowledged_or_answered_through_the_relay() {
+    let world = World::new().await;
+    let files = json_files(&fixtures());
+    assert!(files.len() >= 50, "the SDK fixtures are there: {}", files.len());
+    let mut failures = Vec::new();
+    for path in &files {
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let body = world.body(path);
+        let doc: Value = serde_json::from_str(&body).unwrap();
+        let message = &doc["message"];
+        let kind = message["type"].as_str().unwrap_or("tool-calls");
+        let call = message["call"]["id"].as_str().unwrap_or_default().to_string();
+        let (status, answer) = world.post(&body).await;
+        if status != 200 {
+            failures.push(format!("{name}: HTTP {status} {answer:.300}"));
+            continue;
+        }
+        if REPLY_TYPES.contains(&kind) {
+            if let Err(e) = check_reply(kind, message, &answer) {
+                failures.push(format!("{name}: {e}"));
+            }
+            continue;
+        }
+        let a: Value = serde_json::from_str(&answer).unwrap();
+        let ignored = a["ignored"].as_str();
+        let status_value = message["status"].as_str().unwrap_or_default();
+        let transcript = message["transcript"].as_str().unwrap_or_default();
+        // what must be in the database now, or the acknowledgement
+        let stored = match kind {
+            "status-update" if LIFECYCLE.contains(&status_value) => world.count(CALLS, &call).await == 1,
+            "status-update" => ignored == Some(format!("status-update[{status_value}]").as_str()),
+            "end-of-call-report" => world.count(REPORTS, &call).await == 1 && world.count(LINES, &call).await > 0,
+            "conversation-update" => world.count(LINES, &call).await > 0,
+            k if k.starts_with("transcript") && message["transcriptType"] == "partial" => {
+                ignored == Some("transcript[partial]")
+            }
+            k if k.starts_with("transcript") && transcript.is_empty() => ignored == Some("transcript[empty]"),
+            k if k.starts_with("transcript") && message.get("timestamp").is_none() => {
+                ignored == Some("transcript[no timestamp]")
+            }
+            k if k.starts_with("transcript") => {
+                world.count(LINES, &call).await > 0 && a["org_id"] == world.org.to_string()
+            }
+            other => ignored == Some(other) && a["applied"] == false,
+        };
+        if !stored {
+            failures.push(format!("{name}: answered {answer:.300}, rows not as README says"));
+        }
+    }
+    assert!(failures.is_empty(), "{} of {} SDK messages:\n{}", failures.len(), files.len(), failures.join("\n"));
+    world.drop().await;
+}
+
+/// A call's rows as an app reads them, ids and write times aside: the call row, its lines and
+/// its kept report (with the run's call id taken out).
+async fn final_rows(world: &World, call: &str) -> String {
+    world
+        .db
+        .query_one(
+            "SELECT concat_ws(' | ', row(c.agent_id IS NULL, c.call_type, c.customer_number, c.phone_number_id, c.status,
+                        c.ended_reason, c.started_at, c.ended_at, c.duration_seconds, c.cost, c.summary, c.transcript,
+                        c.recording_url)::text,
+                    (SELECT string_agg(t.role || '@' || t.spoken_at || ':' || t.text, ' / ' ORDER BY t.spoken_at, t.role)
+                     FROM voxanne.call_transcripts t WHERE t.org_id = c.org_id AND t.call_id = c.id),
+                    (SELECT md5(replace(r.report::text, $2, 'CALL')) FROM voxanne.call_reports r
+                     WHERE r.org_id = c.org_id AND r.call_id = c.id))
+             FROM voxanne.calls c WHERE c.org_id = $1 AND c.vapi_call_id = $2",
+            &[&world.org, &call],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("the call {call}: {e}"))
+        .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_sdk_call_sequence_ends_in_the_same_rows_in_any_order_and_under_redeliveries() {
+    let world = World::new().await;
+    let mut rng = Rng::new(seed(14));
+    let mut sequences: Vec<PathBuf> =
+        std::fs::read_dir(fixtures().join("sequences")).unwrap().map(|e| e.unwrap().path()).collect();
+    sequences.sort();
+    assert_eq!(sequences.len(), 4, "{sequences:?}");
+    for dir in sequences {
+        let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+        let bodies: Vec<String> = json_files(&dir).iter().map(|p| world.body(p)).collect();
+        let call =
+            serde_json::from_str::<Value>(&bodies[0]).unwrap()["message"]["call"]["id"].as_str().unwrap().to_string();
+        let mut states = Vec::new();
+        for run in 0..4 {
+            // run 0: as Vapi sends them; then shuffled, a third of them delivered twice
+            let mut order: Vec<usize> = (0..bodies.len()).collect();
+            if run > 0 {
+                rng.shuffle(&mut order);
+                let again: Vec<usize> = order.iter().copied().filter(|_| rng.chance(0.33)).collect();
+                for i in again {
+                    let at = rng.below(order.len() + 1);
+                    order.insert(at, i);
+                }
+            }
+            let this_call = format!("{call}-run{run}");
+            for i in order {
+                let (status, answer) = world.post(&bodies[i].replace(&call, &this_call)).await;
+                assert_eq!(status, 200, "{name} run {run}, message {i}: {answer:.300}");
+            }
+            states.push(final_rows(&world, &this_call).await.replace(&this_call, "CALL"));
+        }
+        for (run, state) in states.iter().enumerate().skip(1) {
+            assert_eq!(
+                state, &states[0],
+                "{name}: run {run} (shuffled, redelivered) differs from the order Vapi sends"
+            );
+        }
+        // the report's list holds every spoken line of the call: each is stored
+        let report: Value = serde_json::from_str(bodies.last().unwrap()).unwrap();
+        let spoken = report["message"]["artifact"]["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| {
+                matches!(m["role"].as_str(), Some("user" | "bot"))
+                    && m["message"].as_str().is_some_and(|t| !t.is_empty())
+            })
+            .count() as i64;
+        assert!(spoken > 0, "{name}");
+        let stored = world.count(LINES, &format!("{call}-run0")).await;
+        if name.contains("default-server-messages") {
+            assert_eq!(stored, spoken, "{name}: with Vapi's default serverMessages every line is stored, once");
+        } else {
+            assert!(stored >= spoken, "{name}: {stored} lines stored, the report lists {spoken}");
+        }
+    }
+    world.drop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transient_assistants_call_routes_by_its_token_and_a_missing_or_forged_one_is_refused_and_kept() {
+    let world = World::new().await;
+    let template = std::fs::read_to_string(fixtures().join("status-update--transient-assistant.json")).unwrap();
+    assert!(template.contains(TOKEN_PLACEHOLDER));
+    let other_org = Uuid::new_v4();
+    let other: String = world.db.query_one("SELECT voxanne.tenant_token($1)", &[&other_org]).await.unwrap().get(0);
+    let (head, mac) = world.token.rsplit_once('.').unwrap();
+    let flipped = format!("{head}.{}{}", if mac.starts_with('0') { '1' } else { '0' }, &mac[1..]);
+    let resigned = other.replace(&other_org.to_string(), &world.org.to_string());
+    let cases = [
+        ("valid", world.token.clone(), 200, Some(world.org)),
+        ("another org's valid token", other.clone(), 200, Some(other_org)),
+        ("missing", String::new(), 422, None),
+        ("forged signature", flipped, 422, None),
+        ("another org's signature over this org's id", resigned, 422, None),
+    ];
+    for (i, (what, token, want, org)) in cases.into_iter().enumerate() {
+        let call = format!("transient-{i}");
+        let body = template.replace(TOKEN_PLACEHOLDER, &token);
+        let doc: Value = serde_json::from_str(&body).unwrap();
+        let body = body.replace(doc["message"]["call"]["id"].as_str().unwrap(), &call);
+        let (status, answer) = world.post(&body).await;
+        assert_eq!(status, want, "{what}: {answer:.300}");
+        let a: Value = serde_json::from_str(&answer).unwrap();
+        match org {
+            Some(org) => assert_eq!(a["org_id"], org.to_string(), "{what}"),
+            None => {
+                let kept: Option<Uuid> = world
+                    .db
+                    .query_one("SELECT org_id FROM voxanne.rejected_events WHERE vapi_call_id = $1", &[&call])
+                    .await
+                    .unwrap_or_else(|e| panic!("{what}: the body is kept: {e}"))
+                    .get(0);
+                assert_eq!(kept, None, "{what}: the dead letter names no org");
+                assert!(!answer.contains(&token) || token.is_empty(), "{what}: the token is never echoed");
+            }
+        }
+    }
+    assert_eq!(world.count(CALLS, "transient-2").await + world.count(CALLS, "transient-3").await, 0);
+    world.drop().await;
+}
