@@ -184,6 +184,30 @@ mod tests {
         assert_eq!(kept, r#"{"booked": true}|0.01|https://x/p|t"#);
     }
 
+    /// The report's row, its kept body and its lines are one transaction: when storing the
+    /// lines fails (a fault planted on call_transcripts), nothing of the report is left.
+    #[pg_test]
+    fn a_report_and_its_lines_commit_together_or_not_at_all() {
+        let org = fixture_org();
+        Spi::run(
+            "CREATE FUNCTION pg_temp.refuse() RETURNS trigger LANGUAGE plpgsql AS
+                 $$ BEGIN RAISE EXCEPTION 'planted fault' USING ERRCODE = '53100'; END $$;
+             CREATE TRIGGER refuse BEFORE INSERT ON voxanne.call_transcripts
+                 FOR EACH ROW EXECUTE FUNCTION pg_temp.refuse()",
+        )
+        .unwrap();
+        let err = crate::testing::error_of(&format!(
+            "SELECT voxanne.handle_vapi_message({})",
+            pgrx::spi::quote_literal(fixture!("end-of-call-report"))
+        ));
+        assert!(err.starts_with("53100"), "{err}");
+        assert_eq!(crate::testing::rows_of_org(&org), 0, "no call, ledger or outbox row of the report");
+        let reports: i64 = Spi::get_one("SELECT count(*) FROM voxanne.call_reports").unwrap().unwrap();
+        assert_eq!(reports, 0);
+        Spi::run("DROP TRIGGER refuse ON voxanne.call_transcripts").unwrap();
+        assert_eq!(handle(fixture!("end-of-call-report"))["applied"], true, "without the fault it applies");
+    }
+
     #[pg_test]
     fn legacy_end_of_call_report_uses_top_level_fields_and_duration_seconds() {
         let org = fixture_org();

@@ -9,7 +9,7 @@ use std::borrow::Cow;
 
 use serde::Deserialize;
 
-use super::wire::{call_and_routes, message, spoken_lines, ListMessage};
+use super::wire::{call_and_routes, listed_moment, message, ListMessage};
 use crate::domain::{required, Role, TranscriptType, SHORT_TEXT_MAX};
 use crate::error::VoxError;
 use crate::jsonb::{JsonbOut, Node};
@@ -54,9 +54,8 @@ pub fn handle(message: Node<'_>, kind: &str) -> Result<JsonbOut, VoxError> {
     }
     let text = line_text("message.transcript", msg.transcript.as_deref())?;
     let listed = msg.artifact.as_ref().and_then(|a| a.messages.as_deref()).unwrap_or_default();
-    let listed = spoken_lines("message.artifact.messages", listed)?;
-    let spoken_at = match listed.iter().rev().find(|l| l.role == role && l.text == text) {
-        Some(entry) => entry.spoken_at,
+    let spoken_at = match listed_moment("message.artifact.messages", listed, role, text)? {
+        Some(moment) => moment,
         None => match &msg.timestamp {
             Some(timestamp) => timestamp.resolve("message.timestamp")?,
             // no moment to key the line by (a retry would store it again): the utterance

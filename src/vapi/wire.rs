@@ -223,11 +223,7 @@ pub struct ListMessage<'a> {
 pub fn spoken_lines<'m>(list: &str, entries: &'m [ListMessage<'_>]) -> Result<Vec<Line<'m>>, VoxError> {
     let mut lines = Vec::new();
     for (i, entry) in entries.iter().enumerate() {
-        let role = match entry.role.as_deref() {
-            Some("user") => Role::User,
-            Some("bot" | "assistant") => Role::Assistant,
-            _ => continue,
-        };
+        let Some(role) = speaker(entry.role.as_deref()) else { continue };
         let (Some(text), Some(time)) = (entry.message.as_deref(), entry.time) else { continue };
         if text.is_empty() {
             continue;
@@ -243,4 +239,28 @@ pub fn spoken_lines<'m>(list: &str, entries: &'m [ListMessage<'_>]) -> Result<Ve
         lines.push(Line { role, text, spoken_at, transcript_type: TranscriptType::Final });
     }
     Ok(lines)
+}
+
+/// Who speaks in a list entry: the user, or the bot (the assistant); other roles are no speech.
+fn speaker(role: Option<&str>) -> Option<Role> {
+    match role {
+        Some("user") => Some(Role::User),
+        Some("bot" | "assistant") => Some(Role::Assistant),
+        _ => None,
+    }
+}
+
+/// When `role` began to say `text`, if `entries` list it: the `time` of the last such entry
+/// that has one. Only that entry's time is read; `list` is the list's path as sent.
+pub fn listed_moment(
+    list: &str,
+    entries: &[ListMessage<'_>],
+    role: Role,
+    text: &str,
+) -> Result<Option<TimestampWithTimeZone>, VoxError> {
+    let entry = entries.iter().enumerate().rev().find_map(|(i, e)| {
+        let same = speaker(e.role.as_deref()) == Some(role) && e.message.as_deref() == Some(text);
+        e.time.filter(|_| same).map(|time| (i, time))
+    });
+    entry.map(|(i, time)| Timestamp::Millis(time).resolve(format!("{list}[{i}].time"))).transpose()
 }

@@ -1401,10 +1401,27 @@ fn classify_body(r: &mut Reader, world: &World, body: &J) -> Option<Prediction> 
             let text = r.required("message.transcript", text, LINE_MAX);
             // the moment: the utterance's `time` where the artifact lists it (the last entry of
             // the same speaker and words), else the message's timestamp, else acknowledged
-            let listed = list_lines(r, artifact, "message.artifact", "messages", true);
-            let listed = listed.iter().rev().find(|(who, _, said)| Some(*who) == role && Some(said.as_str()) == text);
+            // (only the matching entry's time is read; the others were type-checked above)
+            let entries = match artifact.and_then(|a| a.get("messages")) {
+                Some(J::Arr(items)) => items.as_slice(),
+                _ => &[],
+            };
+            let listed = entries.iter().enumerate().rev().find_map(|(i, e)| {
+                let who = match e.str("role") {
+                    Some("user") => Some("user"),
+                    Some("bot" | "assistant") => Some("assistant"),
+                    _ => None,
+                };
+                let time = match e.get("time") {
+                    Some(J::Num(n)) => n.parse::<f64>().ok(),
+                    _ => None,
+                };
+                time.filter(|_| who.is_some() && who == role && e.str("message") == text).map(|t| (i, t))
+            });
+            let listed =
+                listed.map(|(i, t)| r.moment(&format!("message.artifact.messages[{i}].time"), &Moment::Millis(t)));
             let micros = match (listed, &ts) {
-                (Some((_, micros, _)), _) => Some(*micros),
+                (Some(micros), _) => micros,
                 (None, Some(ts)) => r.moment("message.timestamp", ts),
                 (None, None) => {
                     return r
