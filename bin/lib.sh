@@ -9,7 +9,8 @@ PGDATA_DIR=$DEV/pgdata
 SOCKET_DIR=$DEV/run
 export VOXANNE_PGPORT=${VOXANNE_PGPORT:-54330}
 APT_PACKAGES=(postgresql-15 postgresql-server-dev-15 clang libclang-dev pkg-config sudo
-              postgresql-15-pgtap postgresql-15-cron libtap-parser-sourcehandler-pgtap-perl wrk)
+              postgresql-15-pgtap postgresql-15-cron libtap-parser-sourcehandler-pgtap-perl wrk
+              nodejs python3-venv)
 
 say() { printf '\033[1;34m==>\033[0m %s\n' "$*" >&2; }
 as_postgres() { runuser -u postgres -- "$@"; }
@@ -21,6 +22,9 @@ ensure_toolchain() {
     for p in "${APT_PACKAGES[@]}"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
     done
+    # tests/sdk/check needs npm; a nodejs from another source may bring its own, which Debian's
+    # npm package would conflict with
+    command -v npm >/dev/null || missing+=(npm)
     if ((${#missing[@]})); then
         say "installing ${missing[*]}"
         apt-get update -qq
