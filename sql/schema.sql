@@ -121,10 +121,18 @@ CREATE TABLE voxanne.call_transcripts (
     spoken_at       timestamptz NOT NULL,
     text            text        NOT NULL,
     created_at      timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    -- 0.3.0: when a listed line's words ended (a message list's endTime); and whether the line
+    -- is a transcript message's that no list has given yet, keyed by when it was sent
+    -- (src/transcript.rs): the listed line of the same utterance replaces it.
+    ended_at        timestamptz,
+    provisional     boolean     NOT NULL DEFAULT false,
     PRIMARY KEY (org_id, call_id, content_hash),
     CONSTRAINT call_transcripts_call_fkey FOREIGN KEY (org_id, call_id)
         REFERENCES voxanne.calls (org_id, id) ON DELETE CASCADE
 );
+-- Every listed line looks for a provisional line to replace: almost always none, found here
+-- in one probe of a tiny index.
+CREATE INDEX call_transcripts_provisional_idx ON voxanne.call_transcripts (org_id, call_id) WHERE provisional;
 
 -- The end-of-call report as Vapi sent it (0.3.0), whole: its messages, analysis (summary,
 -- structuredData, successEvaluation), costs and everything Vapi adds later, so an app can
@@ -209,6 +217,19 @@ SELECT pg_catalog.pg_extension_config_dump('voxanne.outbox_consumers', '');
 SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('voxanne.calls', 'id')::pg_catalog.regclass, '');
 SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('voxanne.outbox', 'id')::pg_catalog.regclass, '');
 SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('voxanne.rejected_events', 'id')::pg_catalog.regclass, '');
+
+-- Whether a transcript message sent at p_heard is the utterance a list gives as spoken from
+-- p_spoken_at to p_ended_at: sent after the words began and at most 10 s after they ended (a
+-- final transcript follows the end of the words by the transcriber's latency). The window
+-- cannot tell apart the same speaker saying the same words twice within it; it is narrow so
+-- that only then is a provisional line taken for the other. Plain SQL: inlined.
+CREATE FUNCTION voxanne._heard_during(p_heard timestamptz, p_spoken_at timestamptz, p_ended_at timestamptz)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+    SELECT p_heard OPERATOR(pg_catalog.>=) p_spoken_at
+       AND (p_heard OPERATOR(pg_catalog.-) p_ended_at) OPERATOR(pg_catalog.<=) '10 seconds'::pg_catalog.interval
+$$;
 
 -- Status order for "only moves forward"; NULL (no status yet) ranks lowest. Plain SQL so the
 -- planner inlines it into the kept statements.

@@ -40,6 +40,19 @@ CREATE TABLE voxanne.tenant_keys (
 -- Existing calls keep their agent; a call routed by anything but an assistant has none.
 ALTER TABLE voxanne.calls ALTER COLUMN agent_id DROP NOT NULL;
 
+-- A listed line's end, and the provisional lines of transcript messages no list has given yet
+-- (src/transcript.rs). Lines stored before 0.3.0 have no end: they replace nothing.
+ALTER TABLE voxanne.call_transcripts ADD COLUMN ended_at timestamptz,
+    ADD COLUMN provisional boolean NOT NULL DEFAULT false;
+CREATE INDEX call_transcripts_provisional_idx ON voxanne.call_transcripts (org_id, call_id) WHERE provisional;
+CREATE FUNCTION voxanne._heard_during(p_heard timestamptz, p_spoken_at timestamptz, p_ended_at timestamptz)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+    SELECT p_heard OPERATOR(pg_catalog.>=) p_spoken_at
+       AND (p_heard OPERATOR(pg_catalog.-) p_ended_at) OPERATOR(pg_catalog.<=) '10 seconds'::pg_catalog.interval
+$$;
+
 -- The end-of-call report as Vapi sent it (0.3.0), whole: its messages, analysis (summary,
 -- structuredData, successEvaluation), costs and everything Vapi adds later, so an app can
 -- recompute anything. calls holds what the product reads out of it.
@@ -129,7 +142,8 @@ REVOKE ALL ON FUNCTION
     voxanne.upsert_squad(uuid, text, boolean),
     voxanne.upsert_workflow(uuid, text, boolean),
     voxanne.tenant_token(uuid),
-    voxanne.rotate_tenant_key(uuid)
+    voxanne.rotate_tenant_key(uuid),
+    voxanne._heard_during(timestamptz, timestamptz, timestamptz)
 FROM PUBLIC;
 REVOKE ALL ON voxanne.directory, voxanne.tenant_keys, voxanne.call_reports FROM PUBLIC;
 

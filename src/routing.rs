@@ -7,8 +7,9 @@
 //! 4. the workflow: `message.call.workflowId`;
 //! 5. the phone number: `message.call.phoneNumberId`, in the directory, then on an agent (0.2.0);
 //! 6. the Vapi org: `message.call.orgId`, for tenants that bring their own Vapi account;
-//! 7. a signed tenant token in `metadata.voxanne_tenant` of the call's assistant, the message's
-//!    assistant or the call (src/tenant_token.rs verifies it).
+//! 7. a signed tenant token in `metadata.voxanne_tenant` of the call's transient assistant, its
+//!    `assistantOverrides` or `squadOverrides` (a saved assistant or squad shared by tenants),
+//!    or the message's assistant (src/tenant_token.rs verifies it).
 //!
 //! Each kind of id is one form of every tenant statement: its `sql/queries/route_by_*.sql`
 //! followed by the statement's own files (`routed!`), each kept as its own plan, so the common
@@ -297,7 +298,12 @@ mod tests {
             ("phone", r#","orgId":"vapi-shared","phoneNumberId":"pn_a""#.to_string()),
             ("own-vapi-account", r#","orgId":"vapi_org_a""#.to_string()),
             ("transient", transient(&token)),
-            ("token-on-call", format!(r#","metadata":{{"voxanne_tenant":"{token}"}}"#)),
+            // a saved assistant shared by tenants (registered to none): the tenant per call
+            (
+                "shared-assistant",
+                format!(r#","assistantId":"asst_shared","assistantOverrides":{{"metadata":{{"voxanne_tenant":"{token}"}}}}"#),
+            ),
+            ("shared-squad", format!(r#","squadId":"squad_shared","squadOverrides":{{"metadata":{{"voxanne_tenant":"{token}"}}}}"#)),
         ] {
             let out = handle(&ringing(id, &fields));
             assert_eq!(

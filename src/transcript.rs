@@ -2,6 +2,13 @@
 //! `conversation-update` and the report's messages decode into. Each line is stored exactly once
 //! by its content hash; the same words spoken at another moment are another line. A line for a
 //! call not seen yet creates the call.
+//!
+//! A transcript message that its own artifact does not list knows only when it was sent, not
+//! when the words began, so it cannot have the key the lists give the same utterance. Its line
+//! is provisional: it is not stored when a listed line of the same speaker and words was
+//! spoken over the moment it was sent (`voxanne._heard_during`), and a listed line removes it
+//! when it comes later. Both hold the call's line lock, so neither can miss the other, and
+//! the lines a call ends with do not depend on the order its messages arrived in.
 
 use pgrx::datum::{TimestampWithTimeZone, Uuid};
 use pgrx::pg_sys::panic::ErrorReport;
@@ -12,10 +19,14 @@ use crate::domain::{defaulted, moment, required, Role, TranscriptType, ID_MAX, L
 use crate::error::VoxError;
 use crate::jsonb::JsonbOut;
 use crate::outcome::{Answer, Detail, Effect};
+use crate::plans::Statement;
 use crate::routing::{routed, unset_binds, Routed, Routes};
 
-static ONE_LINE: Routed = routed!("line_call.sql", "line_one.sql", "lines_announce.sql");
-static MANY_LINES: Routed = routed!("line_call.sql", "line_many.sql", "lines_announce.sql");
+static GIVEN_LINE: Routed = routed!("line_call.sql", "line_given.sql", "lines_announce.sql");
+static LISTED_LINE: Routed = routed!("line_call.sql", "line_listed.sql", "lines_announce.sql");
+static LISTED_LINES: Routed = routed!("line_call.sql", "line_many.sql", "lines_announce.sql");
+static SENT_LINE: Routed = routed!("line_call.sql", "line_sent.sql", "lines_announce.sql");
+static LINE_LOCK: Statement = Statement::new(include_str!("../sql/queries/line_lock.sql"));
 
 /// How often the statement is re-run when the call row was committed by a concurrent session
 /// after the statement's snapshot. Once is enough in READ COMMITTED; the rest is headroom.
@@ -26,7 +37,21 @@ pub struct Line<'a> {
     pub role: Role,
     pub text: &'a str,
     pub spoken_at: TimestampWithTimeZone,
+    /// When the words ended, as a message list gives it.
+    pub ended_at: Option<TimestampWithTimeZone>,
     pub transcript_type: TranscriptType,
+}
+
+/// Where the moments of an event's lines come from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Heard {
+    /// `record_transcript`: the caller's moment, a line of its own.
+    Given,
+    /// A message list's entries (conversation-update, the report's messages, a transcript's
+    /// own artifact): when the utterance began and ended.
+    Listed,
+    /// A transcript message its artifact does not list: when Vapi sent it. Provisional.
+    Sent,
 }
 
 /// The lines of one call that one message carries: a transcript message's (or
@@ -35,6 +60,7 @@ pub struct Line<'a> {
 pub struct LineEvent<'a> {
     pub vapi_call_id: &'a str,
     pub routes: Routes<'a>,
+    pub heard: Heard,
     pub lines: Vec<Line<'a>>,
 }
 
@@ -73,7 +99,7 @@ impl<'a> LineEvent<'a> {
         let mut args = Vec::from(unset_binds());
         args.push(self.vapi_call_id.into());
         // one line's values as they are (measured: arrays cost one line 16% more server CPU)
-        let statement = match (self.lines.as_slice(), hashes.as_slice()) {
+        let (statement, ended_at) = match (self.lines.as_slice(), hashes.as_slice()) {
             ([one], [hash]) => {
                 args.extend([
                     one.role.as_str().into(),
@@ -82,7 +108,12 @@ impl<'a> LineEvent<'a> {
                     one.transcript_type.as_str().into(),
                     hash.as_slice().into(),
                 ]);
-                &ONE_LINE
+                let statement = match self.heard {
+                    Heard::Given => &GIVEN_LINE,
+                    Heard::Listed => &LISTED_LINE,
+                    Heard::Sent => &SENT_LINE,
+                };
+                (statement, one.ended_at.into())
             }
             (lines, hashes) => {
                 args.extend([
@@ -92,10 +123,16 @@ impl<'a> LineEvent<'a> {
                     lines.iter().map(|l| l.transcript_type.as_str()).collect::<Vec<_>>().into(),
                     hashes.iter().map(|h| h.as_slice()).collect::<Vec<_>>().into(),
                 ]);
-                &MANY_LINES
+                (&LISTED_LINES, lines.iter().map(|l| l.ended_at).collect::<Vec<_>>().into())
             }
         };
         args.push(crate::notify::notify().into());
+        args.push(ended_at);
+        if self.heard != Heard::Given {
+            // in a statement of its own: the line statement's snapshot then sees every line a
+            // message of this call committed before
+            Spi::connect_mut(|client| LINE_LOCK.run(client, &[self.vapi_call_id.into()]).map(drop))?;
+        }
         let (org_id, call_id, stored) = self.routes.first_connected(statement, args, |client, form, args| {
             for _ in 0..SNAPSHOT_RETRIES {
                 let table = form.run(client, args)?;
@@ -136,10 +173,12 @@ fn record_transcript(
     let event = LineEvent {
         vapi_call_id: required("p_vapi_call_id", p_vapi_call_id, ID_MAX)?,
         routes: Routes::by_assistant("p_assistant_id", p_assistant_id)?,
+        heard: Heard::Given,
         lines: vec![Line {
             role: Role::parse("p_role", required("p_role", p_role, SHORT_TEXT_MAX)?)?,
             text: line_text("p_text", p_text)?,
             spoken_at: moment("p_spoken_at", defaulted("p_spoken_at", p_spoken_at)?)?,
+            ended_at: None,
             transcript_type: TranscriptType::parse(
                 "p_transcript_type",
                 required("p_transcript_type", p_transcript_type, SHORT_TEXT_MAX)?,

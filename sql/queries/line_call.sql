@@ -1,7 +1,9 @@
 -- The call of transcript lines: found, or created if this is its first message (seed #7:
--- never dropped). Followed by line_one.sql or line_many.sql, then lines_announce.sql. Each
--- line's content-hash key is its idempotency mark. $3 vapi call id, $4 role(s), $5 text(s),
--- $6 spoken at, $7 transcript type(s), $8 content hash(es), $9 notify (voxanne.notify).
+-- never dropped). Followed by line_given.sql, line_listed.sql, line_many.sql or line_sent.sql
+-- (src/transcript.rs), then lines_announce.sql. Each line's content-hash key is its
+-- idempotency mark. $3 vapi call id, $4 role(s), $5 text(s), $6 spoken at, $7 transcript
+-- type(s), $8 content hash(es), $9 notify (voxanne.notify), $10 ended at (a listed line's end;
+-- NULL otherwise).
 found AS (
     SELECT c.org_id, c.id
     FROM voxanne.calls AS c JOIN agent ON c.org_id = agent.org_id

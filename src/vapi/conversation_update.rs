@@ -6,7 +6,7 @@
 use super::wire::{call_and_routes, message, spoken_lines, ListMessage};
 use crate::error::VoxError;
 use crate::jsonb::{JsonbOut, Node};
-use crate::transcript::LineEvent;
+use crate::transcript::{Heard, LineEvent};
 
 message! {
     struct ConversationUpdate {
@@ -22,7 +22,7 @@ pub fn handle(message: Node<'_>, kind: &str) -> Result<JsonbOut, VoxError> {
         return Ok(super::acknowledge("conversation-update[no lines]", kind));
     }
     let (_, vapi_call_id, routes) = call_and_routes(&msg.call, msg.assistant_id.as_deref(), &msg.assistant)?;
-    Ok(LineEvent { vapi_call_id, routes, lines }.apply()?.of_message(kind).jsonb())
+    Ok(LineEvent { vapi_call_id, routes, heard: Heard::Listed, lines }.apply()?.of_message(kind).jsonb())
 }
 
 #[cfg(any(test, feature = "pg_test"))]
@@ -111,6 +111,12 @@ mod tests {
             r#"{"message":{"type":"conversation-update","messages":[{"role":"user","message":"hi","time":"soon"}],"call":{"id":"c","assistantId":"asst_fixture"}}}"#
         ));
         assert!(err.starts_with("22023") && err.contains("message.messages[0].time"), "{err}");
+        let err = crate::testing::error_of(&format!(
+            "SELECT voxanne.handle_vapi_message('{}')",
+            r#"{"message":{"type":"conversation-update","messages":[{"role":"user","message":"hi","time":1795600810500,"endTime":1795600810400}],"call":{"id":"c","assistantId":"asst_fixture"}}}"#
+        ));
+        assert!(err.starts_with("22023") && err.contains("message.messages[0].endTime"), "{err}");
+        assert!(err.contains("is before message.messages[0].time"), "{err}");
         assert_eq!(crate::testing::rows_of_org(&org), 0);
     }
 }

@@ -12,7 +12,7 @@ use crate::domain::{in_order, json_amount, url, EndSource, COST_MAX, DURATION_MA
 use crate::ending::{ended_reason, summary, transcript, EndEvent};
 use crate::error::VoxError;
 use crate::jsonb::{JsonbBind, JsonbOut, Node};
-use crate::transcript::LineEvent;
+use crate::transcript::{Heard, LineEvent};
 
 message! {
     struct EndOfCallReport {
@@ -138,7 +138,7 @@ pub fn handle<'a>(message: Node<'a>, kind: &str, body: JsonbBind<'a>) -> Result<
     // the call's lines as the report lists them, in the same transaction: any line no
     // conversation-update or transcript message stored is stored now
     if !lines.is_empty() {
-        LineEvent { vapi_call_id, routes: lines_routes, lines }.apply()?;
+        LineEvent { vapi_call_id, routes: lines_routes, heard: Heard::Listed, lines }.apply()?;
     }
     Ok(answer.of_message(kind).jsonb())
 }

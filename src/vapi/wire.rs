@@ -34,8 +34,12 @@ pub struct Call<'a> {
     /// A transient assistant: its config inline, with no id.
     #[serde(borrow)]
     pub assistant: Option<Assistant<'a>>,
+    /// What the call changes of its saved assistant or squad (the SDK's `AssistantOverrides`):
+    /// one assistant shared by many tenants gets the tenant here, per call.
     #[serde(borrow)]
-    pub metadata: Option<Metadata<'a>>,
+    pub assistant_overrides: Option<Assistant<'a>>,
+    #[serde(borrow)]
+    pub squad_overrides: Option<Assistant<'a>>,
     #[serde(borrow, rename = "type")]
     pub call_type: Option<Cow<'a, str>>,
     #[serde(borrow)]
@@ -49,8 +53,8 @@ pub struct Customer<'a> {
     pub number: Option<Cow<'a, str>>,
 }
 
-/// An assistant's config (the SDK's `CreateAssistantDto`, which has no id): only its metadata
-/// is read.
+/// An assistant's config (the SDK's `CreateAssistantDto`, which has no id, or its
+/// `AssistantOverrides`): only its metadata is read.
 #[derive(Deserialize, Default)]
 #[serde(default)]
 pub struct Assistant<'a> {
@@ -122,11 +126,12 @@ pub fn routes<'c>(
         .directory("message.call.phoneNumberId", Kind::PhoneNumber, of_call(|c| c.phone_number_id.as_deref()))?
         .directory("message.call.orgId", Kind::VapiOrg, of_call(|c| c.org_id.as_deref()))?
         .token("message.call.assistant.metadata.voxanne_tenant", token(call.and_then(|c| c.assistant.as_ref())))
-        .token("message.assistant.metadata.voxanne_tenant", token(assistant))
         .token(
-            "message.call.metadata.voxanne_tenant",
-            call.and_then(|c| c.metadata.as_ref()).and_then(|m| m.voxanne_tenant.as_deref()),
-        ))
+            "message.call.assistantOverrides.metadata.voxanne_tenant",
+            token(call.and_then(|c| c.assistant_overrides.as_ref())),
+        )
+        .token("message.call.squadOverrides.metadata.voxanne_tenant", token(call.and_then(|c| c.squad_overrides.as_ref())))
+        .token("message.assistant.metadata.voxanne_tenant", token(assistant)))
 }
 
 /// `message.timestamp`: milliseconds since the epoch (current payloads; may be fractional or
@@ -212,8 +217,25 @@ pub struct ListMessage<'a> {
     pub role: Option<Cow<'a, str>>,
     #[serde(borrow)]
     pub message: Option<Cow<'a, str>>,
-    /// When the utterance began, in epoch milliseconds.
+    /// When the utterance began and ended, in epoch milliseconds.
     pub time: Option<f64>,
+    #[serde(rename = "endTime")]
+    pub end_time: Option<f64>,
+}
+
+impl ListMessage<'_> {
+    /// When the entry's utterance began and ended (`endTime`, else its `time`); `at` is the
+    /// entry's path as sent.
+    fn span(&self, at: &str, time: f64) -> Result<(TimestampWithTimeZone, TimestampWithTimeZone), VoxError> {
+        let began = Timestamp::Millis(time).resolve(format!("{at}.time"))?;
+        let Some(end) = self.end_time else { return Ok((began, began)) };
+        let field = format!("{at}.endTime");
+        let ended = Timestamp::Millis(end).resolve(field.clone())?;
+        if ended < began {
+            return Err(VoxError::invalid(field, ended.to_string(), format!("is before {at}.time")));
+        }
+        Ok((began, ended))
+    }
 }
 
 /// The spoken lines of a message list, in its order: the user's and the bot's (the
@@ -235,8 +257,8 @@ pub fn spoken_lines<'m>(list: &str, entries: &'m [ListMessage<'_>]) -> Result<Ve
                 max: LINE_MAX,
             });
         }
-        let spoken_at = Timestamp::Millis(time).resolve(format!("{list}[{i}].time"))?;
-        lines.push(Line { role, text, spoken_at, transcript_type: TranscriptType::Final });
+        let (spoken_at, ended_at) = entry.span(&format!("{list}[{i}]"), time)?;
+        lines.push(Line { role, text, spoken_at, ended_at: Some(ended_at), transcript_type: TranscriptType::Final });
     }
     Ok(lines)
 }
@@ -250,17 +272,17 @@ fn speaker(role: Option<&str>) -> Option<Role> {
     }
 }
 
-/// When `role` began to say `text`, if `entries` list it: the `time` of the last such entry
-/// that has one. Only that entry's time is read; `list` is the list's path as sent.
-pub fn listed_moment(
+/// When `role` began and ended saying `text`, if `entries` list it: the span of the last such
+/// entry that has a `time`. Only that entry is read; `list` is the list's path as sent.
+pub fn listed_span(
     list: &str,
     entries: &[ListMessage<'_>],
     role: Role,
     text: &str,
-) -> Result<Option<TimestampWithTimeZone>, VoxError> {
+) -> Result<Option<(TimestampWithTimeZone, TimestampWithTimeZone)>, VoxError> {
     let entry = entries.iter().enumerate().rev().find_map(|(i, e)| {
         let same = speaker(e.role.as_deref()) == Some(role) && e.message.as_deref() == Some(text);
         e.time.filter(|_| same).map(|time| (i, time))
     });
-    entry.map(|(i, time)| Timestamp::Millis(time).resolve(format!("{list}[{i}].time"))).transpose()
+    entry.map(|(i, time)| entries[i].span(&format!("{list}[{i}]"), time)).transpose()
 }

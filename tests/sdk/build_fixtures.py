@@ -19,6 +19,7 @@ from vapi.core.jsonable_encoder import jsonable_encoder
 from vapi.types import (
     Analysis,
     Artifact,
+    AssistantOverrides,
     BotMessage,
     Call,
     CallArtifactUploadItem,
@@ -92,6 +93,7 @@ ASSISTANT_AVA = uid("a", 1)  # saved inbound receptionist, explicit serverMessag
 ASSISTANT_MAX = uid("a", 2)  # saved outbound reminder caller, default serverMessages
 ASSISTANT_NORA = uid("a", 3)  # squad member: front desk
 ASSISTANT_BEN = uid("a", 4)  # squad member: billing
+ASSISTANT_SHARED = uid("a", 5)  # saved, shared by every tenant: registered to none
 SQUAD_ID = uid("5a", 1)
 WORKFLOW_ID = uid("f", 1)
 PHONE_MAIN = uid("b", 1)
@@ -1069,6 +1071,15 @@ def single_call_shapes(out: Out) -> None:
         phone_number_id=PHONE_UNASSIGNED,
     )
     status("phone-number-only", 46, assistant_id=None, phone_number_id=PHONE_UNASSIGNED)
+    # one saved assistant for every tenant: the tenant comes per call, in the overrides
+    status(
+        "shared-assistant-overrides",
+        55,
+        type="webCall",
+        assistant_id=ASSISTANT_SHARED,
+        assistant_overrides=AssistantOverrides(metadata={"voxanne_tenant": TENANT_TOKEN}),
+        **web,
+    )
     status("no-customer", 47, customer=None)
     status("no-call-type", 48, type=None)
     modern = status("no-timestamp", 49, with_timestamp=False)

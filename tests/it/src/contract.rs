@@ -550,11 +550,26 @@ pub enum Event {
     Lines { call: String },
 }
 
+/// A line a message list gives: its key, and when its words ended (µs; `endTime`, else `time`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Listed {
+    pub line: Event,
+    pub ended: i64,
+}
+
+/// README "Transcripts": a provisional line sent at `sent` (µs) is the utterance a listed line
+/// spoke from `began` to `ended` when sent after the words began and at most 10 s after they ended.
+pub fn heard_during(sent: i64, began: i64, ended: i64) -> bool {
+    sent >= began && sent - ended <= 10_000_000
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Prediction {
     /// Handled: answered applied / duplicate / stale, naming `org`; `lines` are the transcript
-    /// lines its lists carry (a conversation-update's, a report's messages), each stored once.
-    Valid { org: Uuid, message_type: String, call: String, event: Event, lines: Vec<Event> },
+    /// lines its lists carry (a conversation-update's, a report's messages, a transcript's own
+    /// artifact), each stored once. A `provisional` event is a transcript line no list of its
+    /// message gave: a listed line of the same utterance replaces it (README "Transcripts").
+    Valid { org: Uuid, message_type: String, call: String, event: Event, provisional: bool, lines: Vec<Listed> },
     /// A type Vapi takes the answer of as its reply: `{"reply": <reply>, "upstream": …}`,
     /// naming `org` when the database knows it (README "Replies").
     Reply { message_type: String, org: Option<Uuid>, reply: String, upstream: bool },
@@ -978,8 +993,9 @@ fn route(r: &mut Reader, world: &World, call: &J, msg: &J) -> Option<Route> {
     }
     let tokens = [
         ("message.call.assistant.metadata.voxanne_tenant", token_of(call.get("assistant"))),
+        ("message.call.assistantOverrides.metadata.voxanne_tenant", token_of(call.get("assistantOverrides"))),
+        ("message.call.squadOverrides.metadata.voxanne_tenant", token_of(call.get("squadOverrides"))),
         ("message.assistant.metadata.voxanne_tenant", token_of(msg.get("assistant"))),
-        ("message.call.metadata.voxanne_tenant", token_of(Some(call))),
     ];
     if let Some((field, _)) = tokens.iter().find(|(_, t)| t.is_some_and(|t| !t.is_empty())) {
         return Some(Route::Refused(Defect {
@@ -1010,10 +1026,10 @@ fn call_fields(r: &mut Reader, call: Option<&J>) {
     }
     let customer = r.object(call, "message.call", "customer");
     r.text(customer, "message.call.customer", "number");
-    let assistant = r.object(call, "message.call", "assistant");
-    assistant_fields(r, assistant, "message.call.assistant");
-    let metadata = r.object(call, "message.call", "metadata");
-    r.text(metadata, "message.call.metadata", "voxanne_tenant");
+    for key in ["assistant", "assistantOverrides", "squadOverrides"] {
+        let assistant = r.object(call, "message.call", key);
+        assistant_fields(r, assistant, &format!("message.call.{key}"));
+    }
 }
 
 /// An assistant's config: only its metadata's token is read.
@@ -1023,15 +1039,16 @@ fn assistant_fields(r: &mut Reader, assistant: Option<&J>, path: &str) {
 }
 
 /// The spoken lines of a call's message list `parent.key` (README "Transcripts"): the user's
-/// and the bot's entries with words and a `time` (epoch ms), each keyed by that moment. With
-/// `validate` false, only the JSON types are checked (what decoding refuses) and none is kept.
+/// and the bot's entries with words and a `time` (epoch ms), each keyed by that moment, with
+/// when it ended. With `validate` false, only the JSON types are checked (what decoding
+/// refuses) and none is kept.
 fn list_lines(
     r: &mut Reader,
     parent: Option<&J>,
     path: &str,
     key: &str,
     validate: bool,
-) -> Vec<(&'static str, i64, String)> {
+) -> Vec<(&'static str, i64, String, i64)> {
     let mut out = Vec::new();
     let items = match parent.and_then(|p| p.get(key)) {
         None | Some(J::Null) => return out,
@@ -1050,6 +1067,7 @@ fn list_lines(
         let role = r.text(Some(item), &at, "role");
         let text = r.text(Some(item), &at, "message");
         let time = r.number(Some(item), &at, "time");
+        let end = r.number(Some(item), &at, "endTime");
         if !validate {
             continue;
         }
@@ -1066,11 +1084,24 @@ fn list_lines(
             r.add(Stage::Validate, format!("{at}.message"), "22001", "too long");
             continue;
         }
-        if let Some(micros) = r.moment(&format!("{at}.time"), &Moment::Millis(time)) {
-            out.push((role, micros, text.to_string()));
+        if let Some((began, ended)) = span(r, &at, time, end) {
+            out.push((role, began, text.to_string(), ended));
         }
     }
     out
+}
+
+/// When list entry `at` began and ended (µs): its `time`, its `endTime` or else the `time`
+/// again; an end before the beginning is 22023.
+fn span(r: &mut Reader, at: &str, time: f64, end: Option<f64>) -> Option<(i64, i64)> {
+    let began = r.moment(&format!("{at}.time"), &Moment::Millis(time))?;
+    let Some(end) = end else { return Some((began, began)) };
+    let ended = r.moment(&format!("{at}.endTime"), &Moment::Millis(end))?;
+    if ended < began {
+        r.add(Stage::Validate, format!("{at}.endTime"), "22023", "invalid value");
+        return None;
+    }
+    Some((began, ended))
 }
 
 /// The first source given (not null), with its path.
@@ -1224,10 +1255,13 @@ fn classify_body(r: &mut Reader, world: &World, body: &J) -> Option<Prediction> 
             }
         }
     };
-    let keyed = |call: &str, lines: Vec<(&'static str, i64, String)>| -> Vec<Event> {
+    let keyed = |call: &str, lines: Vec<(&'static str, i64, String, i64)>| -> Vec<Listed> {
         lines
             .into_iter()
-            .map(|(role, micros, text)| Event::Line { call: call.to_string(), role: role.to_string(), micros, text })
+            .map(|(role, micros, text, ended)| Listed {
+                line: Event::Line { call: call.to_string(), role: role.to_string(), micros, text },
+                ended,
+            })
             .collect()
     };
     match k {
@@ -1265,6 +1299,7 @@ fn classify_body(r: &mut Reader, world: &World, body: &J) -> Option<Prediction> 
                 message_type: kind.to_string(),
                 event: Event::Status(format!("status:{call}:{status}")),
                 call,
+                provisional: false,
                 lines: Vec::new(),
             })
         }
@@ -1346,6 +1381,7 @@ fn classify_body(r: &mut Reader, world: &World, body: &J) -> Option<Prediction> 
                 org,
                 message_type: kind.to_string(),
                 event: Event::Report(format!("report:{call}")),
+                provisional: false,
                 lines: keyed(&call, lines),
                 call,
             })
@@ -1367,6 +1403,7 @@ fn classify_body(r: &mut Reader, world: &World, body: &J) -> Option<Prediction> 
                 org,
                 message_type: kind.to_string(),
                 event: Event::Lines { call: call.clone() },
+                provisional: false,
                 lines: keyed(&call, lines),
                 call,
             })
@@ -1406,23 +1443,25 @@ fn classify_body(r: &mut Reader, world: &World, body: &J) -> Option<Prediction> 
                 Some(J::Arr(items)) => items.as_slice(),
                 _ => &[],
             };
+            let number = |e: &J, key: &str| match e.get(key) {
+                Some(J::Num(n)) => n.parse::<f64>().ok(),
+                _ => None,
+            };
             let listed = entries.iter().enumerate().rev().find_map(|(i, e)| {
                 let who = match e.str("role") {
                     Some("user") => Some("user"),
                     Some("bot" | "assistant") => Some("assistant"),
                     _ => None,
                 };
-                let time = match e.get("time") {
-                    Some(J::Num(n)) => n.parse::<f64>().ok(),
-                    _ => None,
-                };
-                time.filter(|_| who.is_some() && who == role && e.str("message") == text).map(|t| (i, t))
+                let time = number(e, "time");
+                time.filter(|_| who.is_some() && who == role && e.str("message") == text)
+                    .map(|t| (i, t, number(e, "endTime")))
             });
-            let listed =
-                listed.map(|(i, t)| r.moment(&format!("message.artifact.messages[{i}].time"), &Moment::Millis(t)));
-            let micros = match (listed, &ts) {
-                (Some(micros), _) => micros,
-                (None, Some(ts)) => r.moment("message.timestamp", ts),
+            // Some(span) when listed (None inside: refused), else the moment it was sent
+            let listed = listed.map(|(i, t, end)| span(r, &format!("message.artifact.messages[{i}]"), t, end));
+            let (micros, ended) = match (listed, &ts) {
+                (Some(span), _) => (span.map(|s| s.0), span.map(|s| s.1)),
+                (None, Some(ts)) => (r.moment("message.timestamp", ts), None),
                 (None, None) => {
                     return r
                         .defects
@@ -1436,7 +1475,15 @@ fn classify_body(r: &mut Reader, world: &World, body: &J) -> Option<Prediction> 
             let (call, org) = settle(r, routed)?;
             let event =
                 Event::Line { call: call.clone(), role: role?.to_string(), micros: micros?, text: text?.to_string() };
-            Some(Prediction::Valid { org, message_type: kind.to_string(), call, event, lines: Vec::new() })
+            let lines: Vec<Listed> = ended.map(|ended| Listed { line: event.clone(), ended }).into_iter().collect();
+            Some(Prediction::Valid {
+                org,
+                message_type: kind.to_string(),
+                call,
+                event,
+                provisional: lines.is_empty(),
+                lines,
+            })
         }
     }
 }
@@ -1580,10 +1627,30 @@ mod tests {
         );
         let Prediction::Valid { org, lines, .. } = p else { panic!("{p:?}") };
         assert_eq!(org, a);
-        assert_eq!(
-            lines,
-            vec![Event::Line { call: "c".into(), role: "assistant".into(), micros: 1_000_000, text: "Hi".into() }]
+        let hi = Event::Line { call: "c".into(), role: "assistant".into(), micros: 1_000_000, text: "Hi".into() };
+        assert_eq!(lines, vec![Listed { line: hi.clone(), ended: 1_000_000 }]);
+        // with its end; an end before the beginning is refused
+        let p = classify(
+            &w,
+            r#"{"message":{"type":"conversation-update","messages":[{"role":"bot","message":"Hi","time":1000,"endTime":1900}],"call":{"id":"c","assistantId":"asst_a"}}}"#,
         );
+        let Prediction::Valid { lines, provisional: false, .. } = p else { panic!("{p:?}") };
+        assert_eq!(lines, vec![Listed { line: hi.clone(), ended: 1_900_000 }]);
+        let p = classify(
+            &w,
+            r#"{"message":{"type":"conversation-update","messages":[{"role":"bot","message":"Hi","time":1000,"endTime":900}],"call":{"id":"c","assistantId":"asst_a"}}}"#,
+        );
+        assert_eq!(codes(&p), vec!["22023 message.messages[0].endTime"]);
+        // a transcript its artifact does not list is provisional, keyed by its timestamp
+        let p = classify(
+            &w,
+            r#"{"message":{"type":"transcript","transcriptType":"final","role":"assistant","transcript":"Hi","timestamp":2500,"call":{"id":"c","assistantId":"asst_a"}}}"#,
+        );
+        let Prediction::Valid { event, provisional: true, lines, .. } = p else { panic!("{p:?}") };
+        let sent = Event::Line { call: "c".into(), role: "assistant".into(), micros: 2_500_000, text: "Hi".into() };
+        assert_eq!((event, lines), (sent, vec![]));
+        assert!(heard_during(2_500_000, 1_000_000, 1_900_000));
+        assert!(!heard_during(11_900_001, 1_000_000, 1_900_000) && !heard_during(999_999, 1_000_000, 1_900_000));
         let p =
             classify(&w, r#"{"message":{"type":"conversation-update","messages":[{"role":"user","message":"hi"}]}}"#);
         assert_eq!(p, Prediction::Ignored { label: "conversation-update[no lines]".into() });

@@ -158,6 +158,11 @@ impl Msg {
         self.arg(name, "uuid", Arc::new(value))
     }
 
+    /// A jsonb argument, sent as its text (as the relay sends a body).
+    pub fn jsonb(self, name: &'static str, value: &Value) -> Self {
+        self.arg(name, "text::pg_catalog.jsonb", Arc::new(value.to_string()))
+    }
+
     pub fn boolean(self, name: &'static str, value: bool) -> Self {
         self.arg(name, "boolean", Arc::new(value))
     }

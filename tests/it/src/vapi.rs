@@ -798,7 +798,7 @@ pub async fn partial_rows(db: &Client, org: Uuid) -> Vec<String> {
          LEFT JOIN spoken ON spoken.call_id = c.id
          WHERE c.org_id = $1 AND marked.call IS NULL AND spoken.call_id IS NULL"
     );
-    let checks: [(&str, &str); 8] = [
+    let checks: [(&str, &str); 9] = [
         ("ledger row without its call", &ledger_without_call),
         (
             "report mark without exactly one call.ended outbox row",
@@ -824,11 +824,21 @@ pub async fn partial_rows(db: &Client, org: Uuid) -> Vec<String> {
              WHERE o.org_id = $1 AND o.topic = 'call.status' AND e.event_id IS NULL",
         ),
         (
-            "call.transcript outbox row without its line",
-            "SELECT o.id::text FROM voxanne.outbox o
+            "call.transcript outbox row without its line (and not a provisional line a later row replaced)",
+            "WITH replaced AS (SELECT DISTINCT r.hash FROM voxanne.outbox o,
+                                   pg_catalog.jsonb_array_elements_text(o.payload->'replaces') AS r (hash)
+                               WHERE o.org_id = $1 AND o.topic = 'call.transcript')
+             SELECT o.id::text FROM voxanne.outbox o
              LEFT JOIN voxanne.call_transcripts t
                     ON t.org_id = o.org_id AND t.content_hash = pg_catalog.decode(o.payload->>'content_hash', 'hex')
-             WHERE o.org_id = $1 AND o.topic = 'call.transcript' AND t.content_hash IS NULL",
+             LEFT JOIN replaced ON replaced.hash = o.payload->>'content_hash' AND o.payload->>'provisional' = 'true'
+             WHERE o.org_id = $1 AND o.topic = 'call.transcript' AND t.content_hash IS NULL AND replaced.hash IS NULL",
+        ),
+        (
+            "line a later outbox row says it replaced, still stored",
+            "SELECT r.hash FROM voxanne.outbox o, pg_catalog.jsonb_array_elements_text(o.payload->'replaces') AS r (hash)
+             JOIN voxanne.call_transcripts t ON t.org_id = $1 AND t.content_hash = pg_catalog.decode(r.hash, 'hex')
+             WHERE o.org_id = $1 AND o.topic = 'call.transcript'",
         ),
         (
             "transcript line without exactly one call.transcript outbox row",

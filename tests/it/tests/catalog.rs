@@ -153,7 +153,8 @@ async fn every_function_pins_search_path_and_none_is_executable_by_public() {
     )
     .await;
     // Functions without a pinned search_path must be harmless: not SECURITY DEFINER, plain SQL
-    // (inlined into the pinned caller), callable by no API role. Today: voxanne._status_rank.
+    // (inlined into the pinned caller), callable by no API role. Today: voxanne._status_rank and
+    // voxanne._heard_during.
     let unpinned = rows(
         &db,
         "SELECT p.oid::pg_catalog.regprocedure::text

@@ -1,7 +1,8 @@
 //! Exactly-once under real concurrency: 16 connections fire the SAME message at the same moment
 //! (a barrier releases them together), 100 rounds per function. Exactly one response applies,
 //! the other 15 are duplicates, exactly one row of each kind is written, and no client ever
-//! sees an error.
+//! sees an error. And two different messages of the same utterance (a provisional transcript
+//! line and the list that gives it) racing: it is stored once.
 
 use std::sync::Arc;
 
@@ -261,4 +262,62 @@ async fn same_status_ended_for_an_existing_call_from_16_connections_applies_once
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn same_status_ended_for_an_unseen_call_from_16_connections_applies_once() {
     race_ends(End::StatusEnded, false).await;
+}
+
+/// A transcript message its artifact does not list (a provisional line, README "Transcripts")
+/// and the conversation-update that lists the same utterance, each from two connections at the
+/// same moment, 100 rounds (half on a call not seen yet): every round ends with the utterance
+/// stored once, as the listed line, and a provisional line that was stored first is named in
+/// the listed line's announcement. Without the line lock both statements miss each other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_provisional_line_and_the_list_of_its_utterance_racing_store_it_once() {
+    let (db, org, clients) = setup().await;
+    let clients = &clients[..4];
+    let mut stats = RaceStats::default();
+    let mut replaced = 0;
+    for round in 0..ROUNDS {
+        let call = unique("call");
+        if round % 2 == 0 {
+            org.ringing(&call).outcome(&db).await.unwrap();
+        }
+        let words = format!("round {round}: yes");
+        let route = serde_json::json!({"id": call, "assistantId": org.assistant_id});
+        let sent = Msg::new("handle_vapi_message").jsonb(
+            "p_body",
+            &serde_json::json!({"message": {"type": "transcript", "transcriptType": "final", "role": "user",
+                "transcript": words, "timestamp": 1_795_600_811_700_i64, "call": route}}),
+        );
+        let listed = Msg::new("handle_vapi_message").jsonb(
+            "p_body",
+            &serde_json::json!({"message": {"type": "conversation-update", "call": route, "messages": [
+                {"role": "user", "message": words, "time": 1_795_600_810_500_i64, "endTime": 1_795_600_811_400_i64}]}}),
+        );
+        let what = format!("round {round}");
+        let outcomes = all_ok(race(clients, vec![sent.clone(), listed.clone(), sent, listed]).await, &what);
+        stats.record(&outcomes);
+        let lines = grouped(
+            &db,
+            "SELECT t.provisional::text || ' ' || (extract(epoch FROM t.spoken_at) * 1000)::bigint, count(*)
+             FROM voxanne.call_transcripts t
+             JOIN voxanne.calls c ON c.org_id = t.org_id AND c.id = t.call_id
+             WHERE t.org_id = $1 AND c.vapi_call_id = $2 GROUP BY 1",
+            &[&org.id, &call],
+        )
+        .await;
+        let listed_once = std::collections::HashMap::from([("false 1795600810500".to_string(), 1)]);
+        assert_eq!(lines, listed_once, "{what}: {outcomes:?}");
+        let sent_applied = outcomes.iter().step_by(2).filter(|o| o.applied).count();
+        assert!(sent_applied <= 1, "{what}: {outcomes:?}");
+        replaced += sent_applied;
+    }
+    stats.assert_raced("provisional and listed race");
+    // every provisional line stored was replaced, and its replacement says so
+    let named = count(
+        &db,
+        "SELECT count(*) FROM voxanne.outbox WHERE org_id = $1 AND topic = 'call.transcript' AND payload ? 'replaces'",
+        &[&org.id],
+    )
+    .await;
+    assert_eq!(named, replaced as i64);
+    eprintln!("provisional lines stored first, then replaced: {replaced} of {ROUNDS} rounds");
 }
