@@ -49,6 +49,13 @@ from vapi.types import (
     ServerMessageKnowledgeBaseRequest,
     ServerMessageLanguageChangeDetected,
     ServerMessageModelOutput,
+    ServerMessageResponseAssistantRequest,
+    ServerMessageResponseCallEndpointingRequest,
+    ServerMessageResponseCampaignPredial,
+    ServerMessageResponseHandoffDestinationRequest,
+    ServerMessageResponseKnowledgeBaseRequest,
+    ServerMessageResponseToolCalls,
+    ServerMessageResponseTransferDestinationRequest,
     ServerMessagePhoneCallControl,
     ServerMessageSessionCreated,
     ServerMessageSessionDeleted,
@@ -1172,6 +1179,35 @@ def large_report(root: pathlib.Path) -> None:
     Out(root).write("end-of-call-report--large.json", message)
 
 
+# -- replies -----------------------------------------------------------------------------------
+
+
+def replies(out: Out) -> None:
+    """replies/<fixture>: the body the product answers that reply-expecting fixture with (README
+    "Replies"; the registry of tests/it/tests/sdk_messages.rs), built from the SDK's response
+    type of its message type (`ServerMessageResponse<Type>`), which tests/sdk/check holds it to.
+    voice-request has none: Vapi wants raw PCM there, and the answer is an empty body."""
+    no_app = "no {} is configured for this assistant".format
+    for fixture, response in [
+        ("assistant-request.json", ServerMessageResponseAssistantRequest(assistant_id=ASSISTANT_AVA)),
+        ("tool-calls.json", ServerMessageResponseToolCalls(error=no_app("tool handler"))),
+        ("tool-calls--no-type.json", ServerMessageResponseToolCalls(error=no_app("tool handler"))),
+        (
+            "transfer-destination-request.json",
+            ServerMessageResponseTransferDestinationRequest(error=no_app("transfer destination")),
+        ),
+        (
+            "handoff-destination-request.json",
+            ServerMessageResponseHandoffDestinationRequest(destination={}, error=no_app("handoff destination")),
+        ),
+        ("knowledge-base-request.json", ServerMessageResponseKnowledgeBaseRequest(documents=[])),
+        ("call.endpointing.request.json", ServerMessageResponseCallEndpointingRequest(timeout_seconds=0.4)),
+        ("campaign.predial.json", ServerMessageResponseCampaignPredial(eligible=False)),
+    ]:
+        assert (out.root / fixture).exists(), f"replies/{fixture} answers no fixture"
+        out.write_doc(f"replies/{fixture}", wire(response))
+
+
 def build(out_dir: pathlib.Path, large_dir: pathlib.Path | None = None) -> None:
     out = Out(out_dir)
     single_members(out)
@@ -1181,6 +1217,7 @@ def build(out_dir: pathlib.Path, large_dir: pathlib.Path | None = None) -> None:
     sequence_web_transient(out)
     sequence_squad(out)
     sequence_default_server_messages(out)
+    replies(out)
     out.write_list()
     if large_dir:
         large_report(large_dir)

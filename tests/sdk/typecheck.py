@@ -3,7 +3,8 @@
 
     typecheck.py --tsc TSC --sdk NODE_DIR [--self-test FIXTURE] [--must-fail FIXTURE]... FIXTURE...
 
-Each fixture becomes a module `export const fixture: Vapi.ServerMessage = <its JSON>;`: an
+Each fixture becomes a module `export const fixture: Vapi.ServerMessage = <its JSON>;` (a reply,
+under replies/: `Vapi.ServerMessageResponse<Type>` of the message it answers), an
 annotated object literal, so tsc's excess-property check applies at every depth and a field the
 types lack is an error. One `tsc --noEmit --strict` run over all of them (NODE_DIR's
 node_modules resolves the SDK) must report no error in a fixture, and at least one in each
@@ -19,15 +20,16 @@ import sys
 import tempfile
 
 import mutants
+import replies
 
 DIAGNOSTIC = re.compile(r"^(?P<file>[\w.-]+\.ts)\(\d+,\d+\): error (?P<code>TS\d+): ")
 # Errors that say nothing about a fixture: the SDK or the setup is missing.
 FATAL = {"TS2307", "TS2305", "TS2694"}
 
 
-def module(doc: dict) -> str:
+def module(doc, kind: str) -> str:
     header = 'import type { Vapi } from "@vapi-ai/server-sdk";\n\n'
-    return f"{header}export const fixture: Vapi.ServerMessage = {json.dumps(doc, indent=2)};\n"
+    return f"{header}export const fixture: Vapi.{kind} = {json.dumps(doc, indent=2)};\n"
 
 
 def main() -> None:
@@ -47,12 +49,16 @@ def main() -> None:
 
     cases, docs = {}, {}  # module file -> (what it is, must it pass) / its fixture
 
-    def add(what: str, doc: dict, must_pass: bool) -> None:
+    def add(what: str, doc: dict, must_pass: bool, kind: str = "ServerMessage") -> None:
         file = f"{'ok' if must_pass else 'bad'}{len(cases)}.ts"
-        cases[file], docs[file] = (what, must_pass), doc
+        cases[file], docs[file] = (what, must_pass), (doc, kind)
 
     for path in args.fixtures:
-        add(str(path), json.loads(path.read_text()), True)
+        kind = replies.response_type(path) if replies.is_reply(path) else "ServerMessage"
+        add(str(path), json.loads(path.read_text()), True, kind)
+        if replies.is_reply(path):
+            for name, doc in replies.broken(json.loads(path.read_text())).items():
+                add(f"self-test reply {path.name} {name!r}", doc, False, kind)
     for path in args.must_fail:
         add(str(path), json.loads(path.read_text()), False)
     broken = mutants.mutants(json.loads(args.self_test.read_text())) if args.self_test else {}
@@ -62,8 +68,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = pathlib.Path(tmp)
         (root / "node_modules").symlink_to((args.sdk / "node_modules").resolve())
-        for file, doc in docs.items():
-            (root / file).write_text(module(doc))
+        for file, (doc, kind) in docs.items():
+            (root / file).write_text(module(doc, kind))
         config = {
             "compilerOptions": {
                 "strict": True,

@@ -3,7 +3,9 @@
 
     validate.py [--build DIR [--large DIR]] [--self-test FIXTURE] [--must-fail FIXTURE]... FIXTURE...
 
-Each fixture is {"message": {...}}. The member of the SDK's `ServerMessage.message` union is the
+Each fixture is {"message": {...}}, or, under replies/, the body the product answers the fixture
+of the same name with, parsed as the SDK's `ServerMessageResponse<Type>` of that fixture's
+message type and held to the same rules. The member of the SDK's `ServerMessage.message` union is the
 one whose `type` literal is the message's `type` (when `type` is missing: the one member whose
 `type` is optional); the message is parsed with the SDK's own `parse_obj_as` into that member.
 Pydantic's lax parsing and the SDK's open models let much through, so the parsed message is then
@@ -29,8 +31,10 @@ import typing
 from importlib import metadata
 
 import mutants
+import replies
 from vapi.core.jsonable_encoder import jsonable_encoder
 from vapi.core.pydantic_utilities import parse_obj_as
+import vapi.types
 from vapi.types import ServerMessage
 
 import pydantic
@@ -142,6 +146,15 @@ def difference(given, back, path: str) -> str | None:
     return None if same else f"{path}: {given!r} came back as {back!r}"
 
 
+def reply_problems(path: pathlib.Path, doc) -> list[str]:
+    try:
+        parsed = parse_obj_as(getattr(vapi.types, replies.response_type(path)), doc)
+    except (AttributeError, ValueError, pydantic.ValidationError) as error:
+        return [str(error)]
+    back = difference(doc, jsonable_encoder(parsed), "reply")
+    return undeclared(parsed, "reply") + ([back] if back else [])
+
+
 def problems(doc) -> list[str]:
     if not isinstance(doc, dict) or list(doc) != ["message"] or not isinstance(doc["message"], dict):
         return ['not {"message": {...}}']
@@ -175,7 +188,9 @@ def main() -> None:
         build_fixtures.build(args.build, args.large)
     failures = []
     for path in args.fixtures:
-        failures += [f"{path}: {p}" for p in problems(json.loads(path.read_text()))]
+        doc = json.loads(path.read_text())
+        found = reply_problems(path, doc) if replies.is_reply(path) else problems(doc)
+        failures += [f"{path}: {p}" for p in found]
     for path in args.must_fail:
         if not problems(json.loads(path.read_text())):
             failures.append(f"{path}: accepted, but it must be refused by {sdk}")
@@ -183,6 +198,11 @@ def main() -> None:
     for name, doc in broken.items():
         if not problems(doc):
             failures.append(f"self-test: the broken sample {name!r} of {args.self_test} was accepted")
+    for path in filter(replies.is_reply, args.fixtures):
+        for name, doc in replies.broken(json.loads(path.read_text())).items():
+            broken[f"{path.name} {name}"] = doc
+            if not reply_problems(path, doc):
+                failures.append(f"self-test: the broken reply {name!r} of {path} was accepted")
     for failure in failures:
         print(failure, file=sys.stderr)
     verdict = "FAILED" if failures else "ok"

@@ -117,32 +117,23 @@ const REPORTS: &str = "SELECT count(*) FROM voxanne.call_reports r JOIN voxanne.
                        ON c.org_id = r.org_id AND c.id = r.call_id
                        WHERE c.org_id = $1 AND c.vapi_call_id = $2 AND c.status = 'ended'";
 
-/// The body Vapi gets for a reply-expecting type, held to the SDK's response type
-/// (`ServerMessageResponse*.d.ts`: its required fields, of their JSON types).
-fn check_reply(kind: &str, message: &Value, body: &str) -> Result<(), String> {
+/// The body Vapi gets for reply-expecting fixture `name`: exactly `replies/<name>` (README
+/// "Replies"), which tests/sdk/check holds to the SDK's response type of the message.
+fn check_reply(name: &str, kind: &str, body: &str) -> Result<(), String> {
     if kind == "voice-request" {
         // raw PCM is expected; the database has none: an empty body
         return if body.is_empty() { Ok(()) } else { Err(format!("voice-request answered {body:.200}")) };
     }
     let reply: Value = serde_json::from_str(body).map_err(|e| format!("{kind}: not JSON ({e}): {body:.200}"))?;
-    let ok = match kind {
-        "assistant-request" => match message["call"]["phoneNumberId"].as_str() {
-            Some(PHONE_AVA) => reply == serde_json::json!({"assistantId": AVA}),
-            Some(PHONE_SQUAD) => reply == serde_json::json!({"squadId": SQUAD}),
-            Some(PHONE_MAX) => reply == serde_json::json!({"assistantId": MAX}),
-            _ => reply["error"].is_string(),
-        },
-        "tool-calls" | "transfer-destination-request" => reply["error"].is_string(),
-        "handoff-destination-request" => reply["destination"].is_object() && reply["error"].is_string(),
-        "knowledge-base-request" => reply["documents"].is_array(),
-        "call.endpointing.request" => reply["timeoutSeconds"].is_number(),
-        "campaign.predial" => reply["eligible"] == Value::Bool(false),
-        _ => return Err(format!("{kind} is not a reply-expecting type")),
-    };
-    if ok {
+    let path = fixtures().join("replies").join(name);
+    let want: Value = serde_json::from_str(
+        &std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?,
+    )
+    .unwrap();
+    if reply == want {
         Ok(())
     } else {
-        Err(format!("{kind}: {reply} is not the SDK's response"))
+        Err(format!("{kind}: {reply}, not {want}"))
     }
 }
 
@@ -177,7 +168,7 @@ async fn every_sdk_message_is_stored_acknowledged_or_answered_through_the_relay(
             continue;
         }
         if REPLY_TYPES.contains(&kind) {
-            if let Err(e) = check_reply(kind, message, &answer) {
+            if let Err(e) = check_reply(&name, kind, &answer) {
                 failures.push(format!("{name}: {e}"));
             }
             continue;
