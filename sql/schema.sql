@@ -222,13 +222,14 @@ SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('vo
 -- p_spoken_at to p_ended_at: sent after the words began and at most 10 s after they ended (a
 -- final transcript follows the end of the words by the transcriber's latency). The window
 -- cannot tell apart the same speaker saying the same words twice within it; it is narrow so
--- that only then is a provisional line taken for the other. Plain SQL: inlined.
+-- that only then is a provisional line taken for the other. Plain SQL: inlined, with the end as
+-- a bound an index on ended_at can use (STABLE: timestamptz - interval is).
 CREATE FUNCTION voxanne._heard_during(p_heard timestamptz, p_spoken_at timestamptz, p_ended_at timestamptz)
 RETURNS boolean
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
+LANGUAGE sql STABLE PARALLEL SAFE
 AS $$
     SELECT p_heard OPERATOR(pg_catalog.>=) p_spoken_at
-       AND (p_heard OPERATOR(pg_catalog.-) p_ended_at) OPERATOR(pg_catalog.<=) '10 seconds'::pg_catalog.interval
+       AND p_ended_at OPERATOR(pg_catalog.>=) (p_heard OPERATOR(pg_catalog.-) '10 seconds'::pg_catalog.interval)
 $$;
 
 -- Status order for "only moves forward"; NULL (no status yet) ranks lowest. Plain SQL so the

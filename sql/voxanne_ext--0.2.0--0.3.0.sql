@@ -47,10 +47,10 @@ ALTER TABLE voxanne.call_transcripts ADD COLUMN ended_at timestamptz,
 CREATE INDEX call_transcripts_provisional_idx ON voxanne.call_transcripts (org_id, call_id) WHERE provisional;
 CREATE FUNCTION voxanne._heard_during(p_heard timestamptz, p_spoken_at timestamptz, p_ended_at timestamptz)
 RETURNS boolean
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
+LANGUAGE sql STABLE PARALLEL SAFE
 AS $$
     SELECT p_heard OPERATOR(pg_catalog.>=) p_spoken_at
-       AND (p_heard OPERATOR(pg_catalog.-) p_ended_at) OPERATOR(pg_catalog.<=) '10 seconds'::pg_catalog.interval
+       AND p_ended_at OPERATOR(pg_catalog.>=) (p_heard OPERATOR(pg_catalog.-) '10 seconds'::pg_catalog.interval)
 $$;
 
 -- The end-of-call report as Vapi sent it (0.3.0), whole: its messages, analysis (summary,
