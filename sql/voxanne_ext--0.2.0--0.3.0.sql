@@ -45,6 +45,8 @@ ALTER TABLE voxanne.calls ALTER COLUMN agent_id DROP NOT NULL;
 ALTER TABLE voxanne.call_transcripts ADD COLUMN ended_at timestamptz,
     ADD COLUMN provisional boolean NOT NULL DEFAULT false;
 CREATE INDEX call_transcripts_provisional_idx ON voxanne.call_transcripts (org_id, call_id) WHERE provisional;
+CREATE INDEX call_transcripts_listed_end_idx ON voxanne.call_transcripts (org_id, call_id, ended_at)
+    WHERE ended_at IS NOT NULL;
 CREATE FUNCTION voxanne._heard_during(p_heard timestamptz, p_spoken_at timestamptz, p_ended_at timestamptz)
 RETURNS boolean
 LANGUAGE sql STABLE PARALLEL SAFE

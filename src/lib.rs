@@ -39,6 +39,11 @@ mod testing;
 
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
+    // pgrx puts a Rust backtrace into the DETAIL of any error raised under it (a statement
+    // timeout inside a kept statement too) when the server's environment has RUST_BACKTRACE;
+    // no backtrace may reach a client. std reads this once, at the first capture, which is
+    // later; a backend is one thread.
+    std::env::set_var("RUST_LIB_BACKTRACE", "0");
     notify::init();
 }
 

@@ -9,7 +9,7 @@
 //! 6. the Vapi org: `message.call.orgId`, for tenants that bring their own Vapi account;
 //! 7. a signed tenant token in `metadata.voxanne_tenant` of the call's transient assistant, its
 //!    `assistantOverrides` or `squadOverrides` (a saved assistant or squad shared by tenants),
-//!    or the message's assistant (src/tenant_token.rs verifies it).
+//!    the message's assistant, or the call itself (src/tenant_token.rs verifies it).
 //!
 //! Each kind of id is one form of every tenant statement: its `sql/queries/route_by_*.sql`
 //! followed by the statement's own files (`routed!`), each kept as its own plan, so the common
@@ -301,9 +301,15 @@ mod tests {
             // a saved assistant shared by tenants (registered to none): the tenant per call
             (
                 "shared-assistant",
-                format!(r#","assistantId":"asst_shared","assistantOverrides":{{"metadata":{{"voxanne_tenant":"{token}"}}}}"#),
+                format!(
+                    r#","assistantId":"asst_shared","assistantOverrides":{{"metadata":{{"voxanne_tenant":"{token}"}}}}"#
+                ),
             ),
-            ("shared-squad", format!(r#","squadId":"squad_shared","squadOverrides":{{"metadata":{{"voxanne_tenant":"{token}"}}}}"#)),
+            (
+                "shared-squad",
+                format!(r#","squadId":"squad_shared","squadOverrides":{{"metadata":{{"voxanne_tenant":"{token}"}}}}"#),
+            ),
+            ("token-on-call", format!(r#","metadata":{{"voxanne_tenant":"{token}"}}"#)),
         ] {
             let out = handle(&ringing(id, &fields));
             assert_eq!(

@@ -12,17 +12,26 @@ line AS (
     ON CONFLICT ON CONSTRAINT call_transcripts_pkey DO NOTHING
     RETURNING t.org_id, t.call_id, t.role, t.transcript_type, t.spoken_at, t.text, t.content_hash, t.provisional
 ),
--- Each listed line removes the provisional line of the same utterance (src/transcript.rs), or,
--- when that was sent at the very moment the words began (the same key), confirms it.
+-- The call's provisional lines these lines are the same utterance as (src/transcript.rs), in
+-- one scan of the provisional index: each is removed, or, sent at the very moment its words
+-- began (the same key), confirmed. A key the list gives is never removed, so no row is both.
+covered AS (
+    SELECT p.content_hash, g.content_hash AS by, g.ended_at
+    FROM call
+    JOIN voxanne.call_transcripts AS p ON p.org_id = call.org_id AND p.call_id = call.id AND p.provisional
+    JOIN given AS g ON p.role = g.role AND p.text = g.text
+    WHERE p.content_hash = g.content_hash OR voxanne._heard_during(p.spoken_at, g.spoken_at, g.ended_at)
+),
 superseded AS (
     DELETE FROM voxanne.call_transcripts AS p
-    USING call, given AS g
-    WHERE p.org_id = call.org_id AND p.call_id = call.id AND p.provisional AND p.content_hash <> ALL ($8::bytea[])
-      AND p.role = g.role AND p.text = g.text AND voxanne._heard_during(p.spoken_at, g.spoken_at, g.ended_at)
-    RETURNING p.content_hash, g.content_hash AS by
+    USING call, covered AS c
+    WHERE p.org_id = call.org_id AND p.call_id = call.id AND p.content_hash = c.content_hash
+      AND c.content_hash <> ALL ($8::bytea[])
+    RETURNING p.content_hash, c.by
 ),
 confirmed AS (
-    UPDATE voxanne.call_transcripts AS p SET provisional = false, ended_at = g.ended_at
-    FROM call, given AS g
-    WHERE p.org_id = call.org_id AND p.call_id = call.id AND p.provisional AND p.content_hash = g.content_hash
+    UPDATE voxanne.call_transcripts AS p SET provisional = false, ended_at = c.ended_at
+    FROM call, covered AS c
+    WHERE p.org_id = call.org_id AND p.call_id = call.id AND p.content_hash = c.content_hash
+      AND c.content_hash = c.by
 ),

@@ -40,6 +40,10 @@ pub struct Call<'a> {
     pub assistant_overrides: Option<Assistant<'a>>,
     #[serde(borrow)]
     pub squad_overrides: Option<Assistant<'a>>,
+    /// Not in any SDK's `Call`; read because the issue that defined the token names "the
+    /// metadata of the call" as a place for it (README "Routing").
+    #[serde(borrow)]
+    pub metadata: Option<Metadata<'a>>,
     #[serde(borrow, rename = "type")]
     pub call_type: Option<Cow<'a, str>>,
     #[serde(borrow)]
@@ -130,8 +134,15 @@ pub fn routes<'c>(
             "message.call.assistantOverrides.metadata.voxanne_tenant",
             token(call.and_then(|c| c.assistant_overrides.as_ref())),
         )
-        .token("message.call.squadOverrides.metadata.voxanne_tenant", token(call.and_then(|c| c.squad_overrides.as_ref())))
-        .token("message.assistant.metadata.voxanne_tenant", token(assistant)))
+        .token(
+            "message.call.squadOverrides.metadata.voxanne_tenant",
+            token(call.and_then(|c| c.squad_overrides.as_ref())),
+        )
+        .token("message.assistant.metadata.voxanne_tenant", token(assistant))
+        .token(
+            "message.call.metadata.voxanne_tenant",
+            call.and_then(|c| c.metadata.as_ref()).and_then(|m| m.voxanne_tenant.as_deref()),
+        ))
 }
 
 /// `message.timestamp`: milliseconds since the epoch (current payloads; may be fractional or

@@ -996,6 +996,7 @@ fn route(r: &mut Reader, world: &World, call: &J, msg: &J) -> Option<Route> {
         ("message.call.assistantOverrides.metadata.voxanne_tenant", token_of(call.get("assistantOverrides"))),
         ("message.call.squadOverrides.metadata.voxanne_tenant", token_of(call.get("squadOverrides"))),
         ("message.assistant.metadata.voxanne_tenant", token_of(msg.get("assistant"))),
+        ("message.call.metadata.voxanne_tenant", token_of(Some(call))),
     ];
     if let Some((field, _)) = tokens.iter().find(|(_, t)| t.is_some_and(|t| !t.is_empty())) {
         return Some(Route::Refused(Defect {
@@ -1030,6 +1031,8 @@ fn call_fields(r: &mut Reader, call: Option<&J>) {
         let assistant = r.object(call, "message.call", key);
         assistant_fields(r, assistant, &format!("message.call.{key}"));
     }
+    // not in the SDK's Call: the token's place the issue named (README "Routing")
+    assistant_fields(r, call, "message.call");
 }
 
 /// An assistant's config: only its metadata's token is read.

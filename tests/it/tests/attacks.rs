@@ -912,3 +912,47 @@ async fn a_deactivated_or_moved_assistant_no_longer_writes_into_its_old_org() {
     relay.stop().await;
     figures.finish();
 }
+
+/// An error raised while the extension's Rust code runs (here: a lock timeout while a transcript
+/// message waits for its call's line lock, which another session holds) reaches the client as
+/// PostgreSQL's error alone: no Rust backtrace in its DETAIL, even when the server's environment
+/// has RUST_BACKTRACE=1 (pgrx attaches one then). The figures say whether the server had it.
+#[tokio::test]
+async fn an_error_inside_the_extension_reaches_the_client_without_a_rust_backtrace() {
+    use sha2::Digest;
+    let db = connect().await;
+    let org = Org::create(&db).await;
+    let mut figures = Figures::new("attacks/errors without a Rust backtrace");
+    // the postmaster's environment, which every backend inherits (a backend's own /proc entry
+    // is overwritten by its process title)
+    let pid: String = db
+        .query_one("SELECT pg_catalog.split_part(pg_catalog.pg_read_file('postmaster.pid'), E'\\n', 1)", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+    let with_backtrace = env.split(|b| *b == 0).any(|v| v.starts_with(b"RUST_BACKTRACE=") && v != b"RUST_BACKTRACE=0");
+    figures.note("the server's environment has RUST_BACKTRACE", with_backtrace.to_string());
+    // another session holds the call's line lock (src/transcript.rs: class 0x766f78, the first
+    // 4 bytes of sha256(call id))
+    let call = unique("bt");
+    let digest = Sha256::digest(call.as_bytes());
+    let key = i32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]);
+    let holder = connect().await;
+    holder.batch_execute("BEGIN").await.unwrap();
+    holder.execute("SELECT pg_catalog.pg_advisory_xact_lock(7761784, $1)", &[&key]).await.unwrap();
+    db.batch_execute("SET lock_timeout = '200ms'").await.unwrap();
+    let body = json!({"message": {"type": "transcript", "transcriptType": "final", "role": "user",
+        "transcript": "hello", "timestamp": 1_795_600_811_700_i64,
+        "call": {"id": call, "assistantId": org.assistant_id}}});
+    let err = deliver(&db, &body.to_string()).await.expect_err("the line lock is held");
+    holder.batch_execute("ROLLBACK").await.unwrap();
+    let db_err = err.as_db_error().expect("an error from the server");
+    assert_eq!(db_err.code().code(), "55P03", "{db_err:?}");
+    let detail = db_err.detail().unwrap_or_default();
+    assert!(!detail.contains("pgrx") && !detail.contains("panic") && !detail.contains("0: "), "{detail}");
+    // and the message then goes through
+    assert_eq!(deliver(&db, &body.to_string()).await.unwrap()["applied"], true);
+    figures.checks += 1;
+    figures.finish();
+}

@@ -44,6 +44,7 @@ const EXPECTED: &[&str] = &[
     "attacks/SQL injection strings stored verbatim",
     "attacks/replayed and forged signed webhooks",
     "attacks/deactivated or moved assistant",
+    "attacks/errors without a Rust backtrace",
     "catalog/tenant tables: org_id keys and table grants",
     "catalog/functions: search_path and EXECUTE",
     "catalog/ownership and CREATE on schema voxanne",

@@ -126,10 +126,8 @@ fn check_reply(name: &str, kind: &str, body: &str) -> Result<(), String> {
     }
     let reply: Value = serde_json::from_str(body).map_err(|e| format!("{kind}: not JSON ({e}): {body:.200}"))?;
     let path = fixtures().join("replies").join(name);
-    let want: Value = serde_json::from_str(
-        &std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?,
-    )
-    .unwrap();
+    let want: Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?).unwrap();
     if reply == want {
         Ok(())
     } else {
@@ -324,7 +322,8 @@ async fn a_transient_or_shared_assistants_call_routes_by_its_token_and_a_missing
                 }
             }
         }
-        let refused = world.count(CALLS, &format!("{fixture}-3")).await + world.count(CALLS, &format!("{fixture}-4")).await;
+        let refused =
+            world.count(CALLS, &format!("{fixture}-3")).await + world.count(CALLS, &format!("{fixture}-4")).await;
         assert_eq!(refused, 0, "{fixture}");
     }
     world.drop().await;
