@@ -2,7 +2,7 @@
 -- bench/messages with @ID@, @ASST@, @PHONE@, @TS@ placeholders) to voxanne-relay, shared-secret
 -- authentication, each request a distinct message so none is a duplicate:
 --   status      a new call's ringing status-update (random uuid call id, random agent)
---   transcript  a final transcript line on one of the 1000 calls in progress (random moment)
+--   transcript  a final transcript line on one of the 500 calls in progress that get no lists (random moment)
 -- usage: wrk ... -s relay.lua URL -- <template.json> <status|transcript> <secret> <live ids file>
 -- (the live ids file holds "k md5('live' || k)::uuid" lines, written by bench/run)
 
@@ -36,7 +36,7 @@ local function hex(n)
 end
 
 -- md5('live' || k)::uuid::text is not computed here (no md5 in wrk's LuaJIT): bench/run writes
--- the 1000 live call ids to a file.
+-- the live call ids (0-499, those of ours_hvm_transcript) to a file.
 local live = nil
 
 local function live_ids()
