@@ -1,7 +1,18 @@
 """Deliberately broken copies of one valid status-update fixture. validate.py and typecheck.py
-must refuse every one: the self-test that shows their checks are strict enough."""
+must refuse every one: the self-test that shows their checks are strict enough. Also the
+verdict both checks end with (`report`)."""
 
 import copy
+import sys
+
+
+def report(check: str, valid: int, must_fail: int, broken: int, failures: list[str]) -> None:
+    """Print every failure and the check's one-line verdict; exit 1 when anything failed."""
+    for failure in failures:
+        print(failure, file=sys.stderr)
+    verdict = "FAILED" if failures else "ok"
+    print(f"{check}: {valid} valid, {must_fail} must-fail and {broken} broken samples refused: {verdict}")
+    sys.exit(1 if failures else 0)
 
 
 def mutants(doc: dict) -> dict[str, dict]:

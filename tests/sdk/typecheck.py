@@ -16,7 +16,6 @@ import json
 import pathlib
 import re
 import subprocess
-import sys
 import tempfile
 
 import mutants
@@ -106,12 +105,8 @@ def main() -> None:
             failures += [f"{what}: {line.split(': ', 1)[1]}" for line in errors[file]]
         elif not must_pass and file not in errors:
             failures.append(f"{what}: accepted, but it must be refused by {sdk}")
-    for failure in failures:
-        print(failure, file=sys.stderr)
-    verdict = "FAILED" if failures else "ok"
-    counts = f"{len(args.fixtures)} valid, {len(args.must_fail)} must-fail and {len(broken)} broken samples refused"
-    print(f"tsc --strict {sdk}: {counts}: {verdict}")
-    sys.exit(1 if failures else 0)
+    broken_replies = sum(1 for what, _ in cases.values() if what.startswith("self-test reply "))
+    mutants.report(f"tsc --strict {sdk}", len(args.fixtures), len(args.must_fail), len(broken) + broken_replies, failures)
 
 
 if __name__ == "__main__":

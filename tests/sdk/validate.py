@@ -26,7 +26,6 @@ import argparse
 import datetime as dt
 import json
 import pathlib
-import sys
 import typing
 from importlib import metadata
 
@@ -203,12 +202,7 @@ def main() -> None:
             broken[f"{path.name} {name}"] = doc
             if not reply_problems(path, doc):
                 failures.append(f"self-test: the broken reply {name!r} of {path} was accepted")
-    for failure in failures:
-        print(failure, file=sys.stderr)
-    verdict = "FAILED" if failures else "ok"
-    counts = f"{len(args.fixtures)} valid, {len(args.must_fail)} must-fail and {len(broken)} broken samples refused"
-    print(f"pydantic {sdk}: {counts}: {verdict}")
-    sys.exit(1 if failures else 0)
+    mutants.report(f"pydantic {sdk}", len(args.fixtures), len(args.must_fail), len(broken), failures)
 
 
 if __name__ == "__main__":
