@@ -93,8 +93,14 @@ BEGIN
         CREATE ROLE authenticator LOGIN NOINHERIT;
         GRANT anon, authenticated, service_role TO authenticator;
     END IF;
+    -- the relay's login: member of no role; create_database grants it what the relay calls
     IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'voxanne_relay') THEN
-        CREATE ROLE voxanne_relay LOGIN INHERIT IN ROLE service_role;
+        CREATE ROLE voxanne_relay LOGIN NOINHERIT;
+    END IF;
+    -- a cluster made before 0.3.0 had it in service_role
+    IF pg_has_role('voxanne_relay', 'service_role', 'MEMBER') THEN
+        REVOKE service_role FROM voxanne_relay;
+        ALTER ROLE voxanne_relay NOINHERIT;
     END IF;
 END
 $$;
@@ -110,5 +116,5 @@ create_database() {
     if [[ -z $(psql_dev -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = '$db'") ]]; then
         psql_dev -d postgres -c "CREATE DATABASE $db"
     fi
-    psql_dev -d "$db" -c "CREATE EXTENSION IF NOT EXISTS voxanne_ext"
+    psql_dev -d "$db" -c "CREATE EXTENSION IF NOT EXISTS voxanne_ext" -c "SELECT voxanne.grant_relay_role('voxanne_relay')"
 }

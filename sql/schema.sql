@@ -55,6 +55,21 @@ CREATE TABLE voxanne.tenant_keys (
     created_at timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
 
+-- Webhook credentials that belong to one org (src/credentials.rs): a tenant's own Vapi account
+-- authenticates with a Bearer token that may write that org only. The token itself is never
+-- kept, only its SHA-256; a revoked row stays, so the token can never be registered again.
+CREATE TABLE voxanne.webhook_credentials (
+    org_id     uuid        NOT NULL,
+    id         uuid        NOT NULL DEFAULT pg_catalog.gen_random_uuid(),
+    digest     bytea       NOT NULL CONSTRAINT webhook_credentials_sha256 CHECK (pg_catalog.length(digest) = 32),
+    label      text,
+    created_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    revoked_at timestamptz,
+    PRIMARY KEY (org_id, id),
+    -- across orgs, as agents' constraints; its index is also the relay's lookup
+    CONSTRAINT webhook_credentials_one_org_per_token EXCLUDE USING btree (digest WITH =)
+);
+
 CREATE TABLE voxanne.leads (
     org_id     uuid        NOT NULL,
     id         uuid        NOT NULL DEFAULT pg_catalog.gen_random_uuid(),
@@ -211,6 +226,7 @@ CREATE INDEX rejected_events_org_idx ON voxanne.rejected_events (org_id, receive
 SELECT pg_catalog.pg_extension_config_dump('voxanne.agents', '');
 SELECT pg_catalog.pg_extension_config_dump('voxanne.directory', '');
 SELECT pg_catalog.pg_extension_config_dump('voxanne.tenant_keys', '');
+SELECT pg_catalog.pg_extension_config_dump('voxanne.webhook_credentials', '');
 SELECT pg_catalog.pg_extension_config_dump('voxanne.leads', '');
 SELECT pg_catalog.pg_extension_config_dump('voxanne.calls', '');
 SELECT pg_catalog.pg_extension_config_dump('voxanne.call_transcripts', '');

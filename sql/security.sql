@@ -9,7 +9,7 @@ DECLARE
     t text;
 BEGIN
     FOREACH t IN ARRAY ARRAY['agents', 'directory', 'leads', 'calls', 'call_transcripts', 'call_reports',
-                             'processed_webhook_events', 'outbox', 'rejected_events'] LOOP
+                             'processed_webhook_events', 'outbox', 'rejected_events', 'webhook_credentials'] LOOP
         EXECUTE pg_catalog.format('ALTER TABLE voxanne.%I ENABLE ROW LEVEL SECURITY', t);
         EXECUTE pg_catalog.format(
             'CREATE POLICY %I ON voxanne.%I FOR SELECT USING (org_id = (SELECT voxanne.current_org_id()))',
@@ -49,12 +49,14 @@ BEGIN
             voxanne.upsert_workflow(uuid, text, boolean),
             voxanne.tenant_token(uuid),
             voxanne.rotate_tenant_key(uuid),
+            voxanne.add_webhook_credential(uuid, text, text),
+            voxanne.revoke_webhook_credential(uuid, uuid),
             voxanne.create_inbound_call(text, text, text, text, text, text, timestamptz),
             voxanne.complete_call(text, text, text, timestamptz, timestamptz, numeric, numeric,
                                   text, text, text, text),
             voxanne.record_transcript(text, text, text, text, timestamptz, text),
             voxanne.purge_processed_events(interval),
-            voxanne.handle_vapi_message(jsonb),
+            voxanne.handle_vapi_message(jsonb, bytea),
             voxanne.record_rejected_event(text, text, text),
             voxanne.outbox_read(text, integer),
             voxanne.outbox_ack(text, xid8, bigint),
@@ -76,3 +78,28 @@ $$;
 REVOKE ALL ON FUNCTION voxanne.grant_api_roles() FROM PUBLIC;
 
 SELECT voxanne.grant_api_roles();
+
+-- The relay's role (any name): exactly the functions the relay calls, nothing else, and a role
+-- that could become one bypassing RLS is refused. They are SECURITY DEFINER, so no table grant
+-- is needed. For the extension's owner to call, once per database.
+CREATE FUNCTION voxanne.grant_relay_role(p_role regrole) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    wider name;
+BEGIN
+    SELECT r.rolname INTO wider FROM pg_catalog.pg_roles AS r
+    WHERE (r.rolsuper OR r.rolbypassrls) AND pg_catalog.pg_has_role(p_role, r.oid, 'MEMBER')
+    LIMIT 1;
+    IF wider IS NOT NULL THEN
+        RAISE EXCEPTION 'role % can act as %, which bypasses row level security', p_role, wider
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'create the relay''s role LOGIN NOINHERIT, member of no other role';
+    END IF;
+    EXECUTE pg_catalog.format('GRANT USAGE ON SCHEMA voxanne TO %s', p_role);
+    EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION voxanne.handle_vapi_message(jsonb, bytea),
+        voxanne.record_rejected_event(text, text, text), voxanne.webhook_credential_digests() TO %s', p_role);
+END
+$$;
+REVOKE ALL ON FUNCTION voxanne.grant_relay_role(regrole) FROM PUBLIC;

@@ -1,6 +1,6 @@
 -- voxanne_ext 0.2.0 -> 0.3.0: every call shape routes (the directory of phone numbers, squads,
 -- workflows and Vapi orgs; signed tenant tokens for transient assistants), calls without an
--- agent, and the end-of-call report kept whole. Every statement here is also in the 0.3.0
+-- agent, the end-of-call report kept whole, and webhook credentials bound to one org. Every statement here is also in the 0.3.0
 -- install script; tests/it/tests/upgrade.rs checks that an upgraded database and a fresh 0.3.0
 -- one have the same schema.
 
@@ -37,6 +37,21 @@ CREATE TABLE voxanne.tenant_keys (
     created_at timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
 
+-- Webhook credentials that belong to one org (src/credentials.rs): a tenant's own Vapi account
+-- authenticates with a Bearer token that may write that org only. The token itself is never
+-- kept, only its SHA-256; a revoked row stays, so the token can never be registered again.
+CREATE TABLE voxanne.webhook_credentials (
+    org_id     uuid        NOT NULL,
+    id         uuid        NOT NULL DEFAULT pg_catalog.gen_random_uuid(),
+    digest     bytea       NOT NULL CONSTRAINT webhook_credentials_sha256 CHECK (pg_catalog.length(digest) = 32),
+    label      text,
+    created_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    revoked_at timestamptz,
+    PRIMARY KEY (org_id, id),
+    -- across orgs, as agents' constraints; its index is also the relay's lookup
+    CONSTRAINT webhook_credentials_one_org_per_token EXCLUDE USING btree (digest WITH =)
+);
+
 -- Existing calls keep their agent; a call routed by anything but an assistant has none.
 ALTER TABLE voxanne.calls ALTER COLUMN agent_id DROP NOT NULL;
 
@@ -70,6 +85,7 @@ CREATE TABLE voxanne.call_reports (
 
 SELECT pg_catalog.pg_extension_config_dump('voxanne.directory', '');
 SELECT pg_catalog.pg_extension_config_dump('voxanne.tenant_keys', '');
+SELECT pg_catalog.pg_extension_config_dump('voxanne.webhook_credentials', '');
 SELECT pg_catalog.pg_extension_config_dump('voxanne.call_reports', '');
 
 ALTER TABLE voxanne.directory ENABLE ROW LEVEL SECURITY;
@@ -79,6 +95,9 @@ ALTER TABLE voxanne.call_reports ENABLE ROW LEVEL SECURITY;
 CREATE POLICY call_reports_own_org_read ON voxanne.call_reports
     FOR SELECT USING (org_id = (SELECT voxanne.current_org_id()));
 ALTER TABLE voxanne.tenant_keys ENABLE ROW LEVEL SECURITY;
+ALTER TABLE voxanne.webhook_credentials ENABLE ROW LEVEL SECURITY;
+CREATE POLICY webhook_credentials_own_org_read ON voxanne.webhook_credentials
+    FOR SELECT USING (org_id = (SELECT voxanne.current_org_id()));
 
 CREATE FUNCTION voxanne.upsert_phone_number(
 	"p_org_id" uuid, /* Option < Uuid > */
@@ -138,6 +157,42 @@ SET search_path TO pg_catalog, pg_temp
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'rotate_tenant_key_wrapper';
 
+-- p_credential (0.3.0): the tenant credential a message came with.
+DROP FUNCTION voxanne.handle_vapi_message(jsonb);
+CREATE FUNCTION voxanne.handle_vapi_message(
+	"p_body" jsonb, /* Option < JsonbArg > */
+	"p_credential" bytea DEFAULT NULL /* Option < & [u8] > */
+) RETURNS jsonb /* Result < JsonbOut, ErrorReport > */
+VOLATILE SECURITY DEFINER
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'handle_vapi_message_wrapper';
+
+CREATE FUNCTION voxanne.add_webhook_credential(
+	"p_org_id" uuid, /* Option < Uuid > */
+	"p_token" TEXT, /* Option < & str > */
+	"p_label" TEXT DEFAULT NULL /* Option < & str > */
+) RETURNS uuid /* Result < Uuid, ErrorReport > */
+VOLATILE SECURITY DEFINER
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'add_webhook_credential_wrapper';
+
+CREATE FUNCTION voxanne.revoke_webhook_credential(
+	"p_org_id" uuid, /* Option < Uuid > */
+	"p_id" uuid /* Option < Uuid > */
+) RETURNS bool /* Result < bool, ErrorReport > */
+VOLATILE SECURITY DEFINER
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'revoke_webhook_credential_wrapper';
+
+CREATE FUNCTION voxanne.webhook_credential_digests() RETURNS SETOF bytea /* Result < SetOfIterator < 'static, Vec < u8 > >, ErrorReport > */
+STABLE STRICT SECURITY DEFINER
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'webhook_credential_digests_wrapper';
+
 REVOKE ALL ON FUNCTION
     voxanne.upsert_phone_number(uuid, text, text, boolean, text),
     voxanne.upsert_vapi_org(uuid, text, boolean),
@@ -145,9 +200,13 @@ REVOKE ALL ON FUNCTION
     voxanne.upsert_workflow(uuid, text, boolean),
     voxanne.tenant_token(uuid),
     voxanne.rotate_tenant_key(uuid),
-    voxanne._heard_during(timestamptz, timestamptz, timestamptz)
+    voxanne._heard_during(timestamptz, timestamptz, timestamptz),
+    voxanne.handle_vapi_message(jsonb, bytea),
+    voxanne.add_webhook_credential(uuid, text, text),
+    voxanne.revoke_webhook_credential(uuid, uuid),
+    voxanne.webhook_credential_digests()
 FROM PUBLIC;
-REVOKE ALL ON voxanne.directory, voxanne.tenant_keys, voxanne.call_reports FROM PUBLIC;
+REVOKE ALL ON voxanne.directory, voxanne.tenant_keys, voxanne.call_reports, voxanne.webhook_credentials FROM PUBLIC;
 
 CREATE OR REPLACE FUNCTION voxanne.grant_api_roles() RETURNS void
 LANGUAGE plpgsql
@@ -168,12 +227,14 @@ BEGIN
             voxanne.upsert_workflow(uuid, text, boolean),
             voxanne.tenant_token(uuid),
             voxanne.rotate_tenant_key(uuid),
+            voxanne.add_webhook_credential(uuid, text, text),
+            voxanne.revoke_webhook_credential(uuid, uuid),
             voxanne.create_inbound_call(text, text, text, text, text, text, timestamptz),
             voxanne.complete_call(text, text, text, timestamptz, timestamptz, numeric, numeric,
                                   text, text, text, text),
             voxanne.record_transcript(text, text, text, text, timestamptz, text),
             voxanne.purge_processed_events(interval),
-            voxanne.handle_vapi_message(jsonb),
+            voxanne.handle_vapi_message(jsonb, bytea),
             voxanne.record_rejected_event(text, text, text),
             voxanne.outbox_read(text, integer),
             voxanne.outbox_ack(text, xid8, bigint),
@@ -194,3 +255,28 @@ END
 $$;
 
 SELECT voxanne.grant_api_roles();
+
+-- The relay's role (any name): exactly the functions the relay calls, nothing else, and a role
+-- that could become one bypassing RLS is refused. They are SECURITY DEFINER, so no table grant
+-- is needed. For the extension's owner to call, once per database.
+CREATE FUNCTION voxanne.grant_relay_role(p_role regrole) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    wider name;
+BEGIN
+    SELECT r.rolname INTO wider FROM pg_catalog.pg_roles AS r
+    WHERE (r.rolsuper OR r.rolbypassrls) AND pg_catalog.pg_has_role(p_role, r.oid, 'MEMBER')
+    LIMIT 1;
+    IF wider IS NOT NULL THEN
+        RAISE EXCEPTION 'role % can act as %, which bypasses row level security', p_role, wider
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'create the relay''s role LOGIN NOINHERIT, member of no other role';
+    END IF;
+    EXECUTE pg_catalog.format('GRANT USAGE ON SCHEMA voxanne TO %s', p_role);
+    EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION voxanne.handle_vapi_message(jsonb, bytea),
+        voxanne.record_rejected_event(text, text, text), voxanne.webhook_credential_digests() TO %s', p_role);
+END
+$$;
+REVOKE ALL ON FUNCTION voxanne.grant_relay_role(regrole) FROM PUBLIC;

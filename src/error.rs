@@ -48,6 +48,14 @@ pub enum VoxError {
     #[error("{field} is not a valid voxanne tenant token")]
     BadToken { field: Field },
 
+    /// Never registered, or revoked: one answer for both, and the credential is never echoed.
+    #[error("p_credential is not an active webhook credential")]
+    UnknownCredential,
+
+    /// A tenant's credential sent a message of another org; which org is not said.
+    #[error("this webhook credential may not write the tenant of this message")]
+    Forbidden,
+
     #[error("request.jwt.claims is not valid: {reason}")]
     BadClaims { reason: String },
 
@@ -104,7 +112,8 @@ impl VoxError {
             // 42704, not P0002: PostgREST answers P0* with 500 but 42704 with 400, and an
             // unregistered assistant is the caller's problem, not a server fault.
             Self::UnknownAgent { .. } => ERRCODE_UNDEFINED_OBJECT,
-            Self::BadClaims { .. } => ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION,
+            Self::BadClaims { .. } | Self::UnknownCredential => ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION,
+            Self::Forbidden => ERRCODE_INSUFFICIENT_PRIVILEGE,
             Self::Contended { .. } => ERRCODE_T_R_SERIALIZATION_FAILURE,
             Self::Spi(_) | Self::Internal(_) => ERRCODE_INTERNAL_ERROR,
         }

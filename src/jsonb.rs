@@ -347,6 +347,11 @@ impl JsonbOut {
         // our answers are plain structs of strings and numbers: serializing cannot fail
         Self(serde_json::to_string(value).unwrap_or_else(|_| "null".into()))
     }
+
+    /// The answer's JSON text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
 }
 
 impl IntoDatum for JsonbOut {

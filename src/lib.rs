@@ -28,6 +28,7 @@ mod vapi;
 
 // the rest of the SQL API
 mod agents;
+mod credentials;
 mod directory;
 mod rejected;
 mod retention;

@@ -43,6 +43,8 @@ pub struct AppState {
     pub expected_extension_version: Arc<str>,
     pub body_limit: usize,
     pub request_timeout: Duration,
+    /// Answers keep `org_id` and `call_id` (`--answer-tenant-ids`).
+    pub answer_tenant_ids: bool,
 }
 
 /// Why the state could not be built.
@@ -52,25 +54,34 @@ pub enum StateError {
     Pool(#[from] deadpool_postgres::BuildError),
     #[error("could not create the upstream client: {0}")]
     Upstream(#[from] reqwest::Error),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
 }
 
 impl AppState {
     /// Builds the pool (no connection is opened until the first request), the verifier and the
     /// upstream client.
     pub fn from_config(config: &Config) -> Result<Self, StateError> {
+        let verifier = config.verifier()?;
         let upstream = match &config.upstream_url {
-            Some(url) => Some(Arc::new(Upstream::new(url, config.upstream_timeout, config.body_limit)?)),
+            Some(url) => Some(Arc::new(Upstream::new(
+                url,
+                config.upstream_timeout,
+                config.body_limit,
+                verifier.credential_headers(),
+            )?)),
             None => None,
         };
         Ok(Self {
             db: Db::new(db::build_pool(config)?),
-            verifier: Arc::new(Verifier::new(&config.webhook_secrets, &config.hmac_secrets, config.hmac_tolerance)),
+            verifier: Arc::new(verifier),
             upstream,
             metrics: metrics::handle(),
             webhook_path: config.webhook_path.as_str().into(),
             expected_extension_version: config.expected_extension_version.as_str().into(),
             body_limit: config.body_limit,
             request_timeout: config.request_timeout,
+            answer_tenant_ids: config.answer_tenant_ids,
         })
     }
 }
@@ -209,7 +220,7 @@ fn log_error(err: &RelayError) {
             tracing::warn!(code = %code, error = %source, "database unavailable; asking the sender to retry");
         }
         // logged by the handler, with the stored row's id
-        RelayError::Rejected { .. } => {}
+        RelayError::Rejected { .. } | RelayError::Forbidden { .. } => {}
         other => tracing::info!(error = %other, "request refused"),
     }
 }

@@ -2,13 +2,18 @@
 //! secrets are `Secret`s and `tokio_postgres::Config` omits the password.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
+use axum::http::HeaderName;
 use clap::error::ErrorKind;
-use clap::{CommandFactory, Parser, ValueEnum};
+use clap::{ArgAction, CommandFactory, Parser, ValueEnum};
 
 use crate::upstream::UpstreamUrl;
-use crate::verify::Secret;
+use crate::verify::{
+    Algorithm, Encoding, PlanError, PlanOptions, Secret, TenantCredentials, TimestampUnit, TokenScheme, Verifier,
+    SECRET_HEADER,
+};
 
 /// Default `--body-limit`: a long call's end-of-call report (its messages, twice over, plus the
 /// transcript) passes 1 MiB.
@@ -38,8 +43,28 @@ pub struct Config {
     #[arg(long, env = "VOXANNE_WEBHOOK_PATH", default_value = "/vapi/webhook")]
     pub webhook_path: String,
 
-    /// Shared secrets accepted in the `x-vapi-secret` header, comma-separated (list several to
-    /// rotate).
+    /// Platform-wide tokens of Vapi's Bearer credential (`Authorization: Bearer <token>`, its
+    /// recommended type), comma-separated (list several to rotate). They may write any org.
+    #[arg(
+        long = "bearer-tokens",
+        visible_alias = "bearer-token",
+        env = "VOXANNE_BEARER_TOKENS",
+        value_delimiter = ',',
+        hide_env_values = true,
+        value_name = "TOKEN[,TOKEN..]"
+    )]
+    pub bearer_tokens: Vec<Secret>,
+
+    /// The Bearer credential's header (its `headerName` in Vapi).
+    #[arg(long, env = "VOXANNE_BEARER_HEADER", default_value = "authorization", value_name = "HEADER")]
+    pub bearer_header: HeaderName,
+
+    /// Whether the header's value starts with "Bearer " (its `bearerPrefixEnabled` in Vapi).
+    #[arg(long, env = "VOXANNE_BEARER_PREFIX", default_value_t = true, action = ArgAction::Set, value_name = "BOOL")]
+    pub bearer_prefix: bool,
+
+    /// Legacy shared secrets accepted in the `x-vapi-secret` header (Vapi's inline
+    /// `server.secret`), comma-separated (list several to rotate).
     #[arg(
         long = "webhook-secrets",
         visible_alias = "webhook-secret",
@@ -50,8 +75,12 @@ pub struct Config {
     )]
     pub webhook_secrets: Vec<Secret>,
 
-    /// HMAC-SHA256 keys for `x-signature` over "{x-timestamp}.{body}", comma-separated (list
-    /// several to rotate).
+    /// Tenants' own tokens are accepted too, in either token header: each may write only its
+    /// org (`voxanne.add_webhook_credential`; the relay reads their digests from the database).
+    #[arg(long, env = "VOXANNE_TENANT_CREDENTIALS", default_value_t = true, action = ArgAction::Set, value_name = "BOOL")]
+    pub tenant_credentials: bool,
+
+    /// Keys of Vapi's HMAC credential (its `secretKey`), comma-separated (list several to rotate).
     #[arg(
         long = "hmac-secrets",
         visible_alias = "hmac-secret",
@@ -62,9 +91,62 @@ pub struct Config {
     )]
     pub hmac_secrets: Vec<Secret>,
 
-    /// How far `x-timestamp` may be from the relay's clock, either way.
+    /// Refuse every request without a valid HMAC signature, even with a valid token.
+    #[arg(long, env = "VOXANNE_REQUIRE_HMAC")]
+    pub require_hmac: bool,
+
+    /// The HMAC plan's `algorithm`.
+    #[arg(long, env = "VOXANNE_HMAC_ALGORITHM", value_enum, default_value_t = Algorithm::Sha256)]
+    pub hmac_algorithm: Algorithm,
+
+    /// The HMAC plan's `signatureHeader`.
+    #[arg(long, env = "VOXANNE_HMAC_SIGNATURE_HEADER", default_value = "x-signature", value_name = "HEADER")]
+    pub hmac_signature_header: HeaderName,
+
+    /// The HMAC plan's `timestampHeader`.
+    #[arg(long, env = "VOXANNE_HMAC_TIMESTAMP_HEADER", default_value = "x-timestamp", value_name = "HEADER")]
+    pub hmac_timestamp_header: HeaderName,
+
+    /// The HMAC plan's `signaturePrefix` (e.g. "sha256=").
+    #[arg(long, env = "VOXANNE_HMAC_SIGNATURE_PREFIX", default_value = "", value_name = "PREFIX")]
+    pub hmac_signature_prefix: String,
+
+    /// The HMAC plan's `includeTimestamp`.
+    #[arg(long, env = "VOXANNE_HMAC_INCLUDE_TIMESTAMP", default_value_t = true, action = ArgAction::Set, value_name = "BOOL")]
+    pub hmac_include_timestamp: bool,
+
+    /// The HMAC plan's `payloadFormat`: {body}, {timestamp}, {method}, {url}, {svix-id}
+    /// [default: "{timestamp}.{body}", or "{body}" without a timestamp].
+    #[arg(long, env = "VOXANNE_HMAC_PAYLOAD_FORMAT", value_name = "TEMPLATE")]
+    pub hmac_payload_format: Option<String>,
+
+    /// The HMAC plan's `messageIdHeader`, whose value is {svix-id}.
+    #[arg(long, env = "VOXANNE_HMAC_MESSAGE_ID_HEADER", value_name = "HEADER")]
+    pub hmac_message_id_header: Option<HeaderName>,
+
+    /// The HMAC plan's `signatureEncoding`.
+    #[arg(long, env = "VOXANNE_HMAC_SIGNATURE_ENCODING", value_enum, default_value_t = Encoding::Hex)]
+    pub hmac_signature_encoding: Encoding,
+
+    /// The HMAC plan's `secretIsBase64`: the keys are decoded from base64.
+    #[arg(long, env = "VOXANNE_HMAC_SECRET_IS_BASE64", default_value_t = false, action = ArgAction::Set, value_name = "BOOL")]
+    pub hmac_secret_is_base64: bool,
+
+    /// The server URL as configured in Vapi, which {url} stands for.
+    #[arg(long, env = "VOXANNE_HMAC_URL", value_name = "URL")]
+    pub hmac_url: Option<String>,
+
+    /// Unit of the timestamp header (Vapi does not document it): auto reads both.
+    #[arg(long, env = "VOXANNE_HMAC_TIMESTAMP_UNIT", value_enum, default_value_t = TimestampUnit::Auto)]
+    pub hmac_timestamp_unit: TimestampUnit,
+
+    /// How far the signed timestamp may be from the relay's clock, either way (1s to 15m).
     #[arg(long, env = "VOXANNE_HMAC_TOLERANCE", default_value = "5m", value_parser = humantime::parse_duration)]
     pub hmac_tolerance: Duration,
+
+    /// Answers keep the database's `org_id` and `call_id`. Off: a sender learns no internal id.
+    #[arg(long, env = "VOXANNE_ANSWER_TENANT_IDS", default_value_t = false, action = ArgAction::Set, value_name = "BOOL")]
+    pub answer_tenant_ids: bool,
 
     /// Largest accepted request body, in bytes; also caps an upstream's answer.
     #[arg(long, env = "VOXANNE_BODY_LIMIT", default_value_t = DEFAULT_BODY_LIMIT)]
@@ -122,8 +204,14 @@ pub struct Config {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
-    #[error("no webhook authentication configured: set --webhook-secrets (VOXANNE_WEBHOOK_SECRETS) and/or --hmac-secrets (VOXANNE_HMAC_SECRET)")]
+    #[error("no webhook authentication configured: set --bearer-tokens (VOXANNE_BEARER_TOKENS), --hmac-secrets (VOXANNE_HMAC_SECRET) or --webhook-secrets (VOXANNE_WEBHOOK_SECRETS)")]
     NoAuth,
+    #[error(transparent)]
+    Hmac(#[from] PlanError),
+    #[error("--require-hmac needs --hmac-secrets")]
+    RequireHmacWithoutKeys,
+    #[error("header {0} is configured for two credential schemes: each header belongs to one")]
+    SharedHeader(HeaderName),
     #[error("--webhook-path must start with '/': {0:?}")]
     WebhookPath(String),
     #[error("--webhook-path must not be one of the relay's own endpoints: {0:?}")]
@@ -146,9 +234,7 @@ impl Config {
 
     /// Checks what clap cannot express: at least one auth mode, sane sizes and paths.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.webhook_secrets.is_empty() && self.hmac_secrets.is_empty() {
-            return Err(ConfigError::NoAuth);
-        }
+        self.verifier()?;
         if !self.webhook_path.starts_with('/') {
             return Err(ConfigError::WebhookPath(self.webhook_path.clone()));
         }
@@ -172,6 +258,55 @@ impl Config {
             return Err(ConfigError::UpstreamTimeout);
         }
         Ok(())
+    }
+
+    /// The credential schemes these flags configure; the error says which flags do not fit.
+    pub fn verifier(&self) -> Result<Verifier, ConfigError> {
+        let hmac = match self.hmac_secrets.is_empty() {
+            true => None,
+            false => Some(
+                PlanOptions {
+                    keys: self.hmac_secrets.clone(),
+                    algorithm: self.hmac_algorithm,
+                    signature_header: self.hmac_signature_header.clone(),
+                    timestamp_header: self.hmac_timestamp_header.clone(),
+                    signature_prefix: self.hmac_signature_prefix.clone(),
+                    include_timestamp: self.hmac_include_timestamp,
+                    payload_format: self.hmac_payload_format.clone(),
+                    message_id_header: self.hmac_message_id_header.clone(),
+                    encoding: self.hmac_signature_encoding,
+                    key_is_base64: self.hmac_secret_is_base64,
+                    url: self.hmac_url.clone(),
+                    tolerance: self.hmac_tolerance,
+                    timestamp_unit: self.hmac_timestamp_unit,
+                }
+                .build()?,
+            ),
+        };
+        if self.require_hmac && hmac.is_none() {
+            return Err(ConfigError::RequireHmacWithoutKeys);
+        }
+        // the platform's own credential is always needed: tenants' alone would leave a relay
+        // that an operator forgot to configure running and refusing everything
+        if hmac.is_none() && self.bearer_tokens.is_empty() && self.webhook_secrets.is_empty() {
+            return Err(ConfigError::NoAuth);
+        }
+        let bearer = TokenScheme::bearer(&self.bearer_tokens, self.bearer_header.clone(), self.bearer_prefix);
+        let legacy = TokenScheme::legacy(&self.webhook_secrets);
+        let mut headers = vec![bearer.header().clone()];
+        if bearer.header() == SECRET_HEADER {
+            return Err(ConfigError::SharedHeader(bearer.header().clone()));
+        }
+        headers.push(legacy.header().clone());
+        if let Some(plan) = &hmac {
+            for name in plan.headers() {
+                if headers.contains(&name) {
+                    return Err(ConfigError::SharedHeader(name));
+                }
+            }
+        }
+        let tenants = self.tenant_credentials.then(|| Arc::new(TenantCredentials::new()));
+        Ok(Verifier::new(bearer, legacy, hmac, self.require_hmac, tenants))
     }
 
     /// The connection settings the pool uses: the connection string plus the relay's

@@ -15,8 +15,12 @@ use crate::config::Config;
 
 pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
 
-/// One statement per webhook; the raw body goes in as text and the database parses it.
-pub const HANDLE_VAPI_MESSAGE: &str = "SELECT voxanne.handle_vapi_message($1::text::jsonb)";
+/// One statement per webhook; the raw body goes in as text and the database parses it. `$2`: the
+/// SHA-256 of the tenant's token that authenticated it, NULL for a platform credential.
+pub const HANDLE_VAPI_MESSAGE: &str = "SELECT voxanne.handle_vapi_message($1::text::jsonb, $2::bytea)";
+
+/// The digests of every active tenant credential (verify/tenants.rs).
+pub const WEBHOOK_CREDENTIAL_DIGESTS: &str = "SELECT d FROM voxanne.webhook_credential_digests() AS d";
 
 /// Keeps a body the database refused (permanent bad input) for later inspection.
 pub const RECORD_REJECTED_EVENT: &str =
@@ -99,6 +103,10 @@ pub enum Class {
     Transient,
     /// Ours to fix: logged, bare 500.
     Internal,
+    /// The tenant credential is not (or no longer) registered: 401, nothing stored.
+    Unauthorized,
+    /// A tenant credential sent another org's message: stored like bad input, answered 403.
+    Forbidden,
 }
 
 /// One row of [`CODES`]: a SQLSTATE (five characters), a SQLSTATE class (two), or one of the
@@ -134,6 +142,9 @@ impl Code {
 /// Every code the relay treats specially, each listed once; the first matching row wins, and a
 /// code without one is [`Class::Internal`]. README "Outcome mapping" mirrors this table.
 const CODES: &[Code] = &[
+    // a tenant's credential unknown or revoked, or writing another org (src/credentials.rs)
+    Code::new("28000", Class::Unauthorized),
+    Code::new("42501", Class::Forbidden),
     // data exception (class 22), no agent for the assistant, check / not-null violations
     Code::new("22", Class::Permanent),
     Code::new("42704", Class::Permanent),
@@ -181,6 +192,12 @@ pub enum DbError {
 
     #[error("database error: {0}")]
     Internal(BoxError),
+
+    #[error("the credential is not an active webhook credential")]
+    Unauthorized,
+
+    #[error("{code}: {message}")]
+    Forbidden { code: String, message: String },
 }
 
 impl From<tokio_postgres::Error> for DbError {
@@ -191,6 +208,8 @@ impl From<tokio_postgres::Error> for DbError {
                 Class::Permanent => Self::Permanent { code, message: db.message().to_string() },
                 Class::Transient => Self::Transient { code, source: Box::new(err) },
                 Class::Internal => Self::Internal(Box::new(err)),
+                Class::Unauthorized => Self::Unauthorized,
+                Class::Forbidden => Self::Forbidden { code, message: db.message().to_string() },
             };
         }
         if is_connection_failure(&err) {
@@ -269,8 +288,12 @@ impl Db {
 
     /// Applies one webhook body; returns the function's jsonb verbatim (read it with
     /// [`Answer::of`]).
-    pub async fn handle_vapi_message(&self, body: &str) -> Result<serde_json::Value, DbError> {
-        let value: Option<serde_json::Value> = self.query_retrying(HANDLE_VAPI_MESSAGE, &[&body]).await?;
+    pub async fn handle_vapi_message(
+        &self,
+        body: &str,
+        credential: Option<&[u8]>,
+    ) -> Result<serde_json::Value, DbError> {
+        let value: Option<serde_json::Value> = self.query_retrying(HANDLE_VAPI_MESSAGE, &[&body, &credential]).await?;
         value.ok_or_else(|| DbError::Internal("voxanne.handle_vapi_message returned NULL".into()))
     }
 
@@ -278,6 +301,14 @@ impl Db {
     pub async fn record_rejected_event(&self, body: &str, sqlstate: &str, message: &str) -> Result<i64, DbError> {
         let id: Option<i64> = self.query_retrying(RECORD_REJECTED_EVENT, &[&body, &sqlstate, &message]).await?;
         id.ok_or_else(|| DbError::Internal("voxanne.record_rejected_event returned NULL".into()))
+    }
+
+    /// The digests of the active tenant credentials. Not retried: a miss asks again.
+    pub async fn webhook_credential_digests(&self) -> Result<Vec<Vec<u8>>, DbError> {
+        let client = self.pool.get().await?;
+        let stmt = client.prepare_cached(WEBHOOK_CREDENTIAL_DIGESTS).await?;
+        let rows = client.query(&stmt, &[]).await?;
+        Ok(rows.iter().map(|r| r.try_get(0)).collect::<Result<_, _>>()?)
     }
 
     /// The installed `voxanne_ext` version, `None` when the extension is missing. Not retried:
@@ -356,10 +387,12 @@ mod tests {
         {
             assert_eq!(classify_sqlstate(code), Class::Transient, "{code}");
         }
-        // unique violations, permission problems, missing functions, XX000
-        for code in ["23505", "23503", "42501", "42883", "XX000", "P0001", "28000"] {
+        // unique violations, missing functions, XX000
+        for code in ["23505", "23503", "42883", "XX000", "P0001"] {
             assert_eq!(classify_sqlstate(code), Class::Internal, "{code}");
         }
+        assert_eq!(classify_sqlstate("28000"), Class::Unauthorized);
+        assert_eq!(classify_sqlstate("42501"), Class::Forbidden);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! | `Unauthorized`                 | 401    | `{"message": why}`                     |
 //! | `PayloadTooLarge`              | 413    | `{"message": ..}`                      |
 //! | `BadRequest`                   | 400    | `{"message": why}`                     |
+//! | `Forbidden` (42501)            | 403    | `{"code": sqlstate, "message": db}`    |
 //! | `Rejected` (class 22, 42704..) | 422    | `{"code": sqlstate, "message": db}`    |
 //! | `Unavailable` (transient)      | 503    | `{"code": .., "message": "temporarily unavailable, retry"}` |
 //! | `Internal`                     | 500    | `{"message": "internal error"}`        |
@@ -36,6 +37,10 @@ pub enum RelayError {
     #[error("{0}")]
     BadRequest(String),
 
+    /// A tenant's credential sent another org's message (stored as a rejected event).
+    #[error("forbidden ({code}): {message}")]
+    Forbidden { code: String, message: String },
+
     /// The database refused the body as bad input (it has been stored as a rejected event).
     #[error("rejected ({code}): {message}")]
     Rejected { code: String, message: String },
@@ -63,6 +68,7 @@ impl RelayError {
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Forbidden { .. } => StatusCode::FORBIDDEN,
             Self::Rejected { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
@@ -75,6 +81,7 @@ impl RelayError {
             Self::Unauthorized(_) => "unauthorized",
             Self::PayloadTooLarge => "too_large",
             Self::BadRequest(_) => "bad_request",
+            Self::Forbidden { .. } => "forbidden",
             Self::Rejected { .. } => "rejected",
             Self::Unavailable { .. } => "unavailable",
             Self::Internal { .. } => "internal",
@@ -89,6 +96,9 @@ impl From<DbError> for RelayError {
             DbError::Permanent { code, message } => Self::Rejected { code, message },
             DbError::Transient { code, source } => Self::Unavailable { code, source },
             DbError::Internal(source) => Self::Internal { source, location: Location::caller() },
+            // the same answer as a token the relay does not know: no oracle
+            DbError::Unauthorized => Self::Unauthorized(VerifyError::InvalidToken),
+            DbError::Forbidden { code, message } => Self::Forbidden { code, message },
         }
     }
 }
@@ -99,7 +109,9 @@ impl IntoResponse for RelayError {
         let body = match &self {
             Self::Unauthorized(e) => json!({ "message": e.to_string() }),
             Self::PayloadTooLarge | Self::BadRequest(_) => json!({ "message": self.to_string() }),
-            Self::Rejected { code, message } => json!({ "code": code, "message": message }),
+            Self::Rejected { code, message } | Self::Forbidden { code, message } => {
+                json!({ "code": code, "message": message })
+            }
             Self::Unavailable { code, .. } => json!({ "code": code, "message": RETRY_MESSAGE }),
             Self::Internal { .. } => json!({ "message": "internal error" }),
         };
@@ -126,8 +138,12 @@ mod tests {
 
     #[tokio::test]
     async fn auth_failures_are_401() {
-        for e in [VerifyError::MissingCredentials, VerifyError::InvalidSecret, VerifyError::TimestampTooOld] {
-            let (status, body) = answer(e.into()).await;
+        for e in [
+            VerifyError::MissingCredentials("x-vapi-secret".into()),
+            VerifyError::InvalidToken,
+            VerifyError::TimestampTooOld,
+        ] {
+            let (status, body) = answer(e.clone().into()).await;
             assert_eq!(status, StatusCode::UNAUTHORIZED);
             assert_eq!(body["message"], e.to_string());
         }

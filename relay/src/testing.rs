@@ -19,10 +19,17 @@ pub const SECRET: &str = "test-secret-current";
 pub const HMAC_KEY: &str = "test-hmac-key";
 
 /// A relay configuration for tests: `db_url`, the shared secret, a small pool, an ephemeral
-/// port. `extra` flags are added, and replace the defaults they name.
+/// port, and answers that keep their org (the suites check every answer names its own; the
+/// default is tested in relay/tests/credentials.rs). `extra` flags are added, and replace the
+/// defaults they name.
 pub fn config(db_url: &str, extra: &[&str]) -> Config {
-    let defaults =
-        [("--database-url", db_url), ("--webhook-secrets", SECRET), ("--listen", "127.0.0.1:0"), ("--pool-size", "4")];
+    let defaults = [
+        ("--database-url", db_url),
+        ("--webhook-secrets", SECRET),
+        ("--listen", "127.0.0.1:0"),
+        ("--pool-size", "4"),
+        ("--answer-tenant-ids", "true"),
+    ];
     let mut argv = vec!["voxanne-relay"];
     for (flag, value) in defaults {
         if !extra.contains(&flag) {

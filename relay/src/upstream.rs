@@ -14,12 +14,11 @@ use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use reqwest::redirect::Policy;
 use reqwest::Url;
 
 use crate::app::REQUEST_ID;
-use crate::verify::CREDENTIAL_HEADERS;
 
 /// `--upstream-url`: an http or https URL without credentials of its own (the app checks
 /// Vapi's). `Debug` leaves out the query string, which may hold a token.
@@ -106,12 +105,19 @@ pub struct Upstream {
     url: Url,
     timeout: Duration,
     answer_limit: usize,
+    /// The headers a credential can be in (`Verifier::credential_headers`).
+    credential_headers: Vec<HeaderName>,
 }
 
 impl Upstream {
     /// `timeout` bounds the whole exchange (connect, send, the answer's last byte); an answer
     /// longer than `answer_limit` bytes counts as none.
-    pub fn new(url: &UpstreamUrl, timeout: Duration, answer_limit: usize) -> Result<Self, reqwest::Error> {
+    pub fn new(
+        url: &UpstreamUrl,
+        timeout: Duration,
+        answer_limit: usize,
+        credential_headers: Vec<HeaderName>,
+    ) -> Result<Self, reqwest::Error> {
         let client = reqwest::Client::builder()
             // the upstream is the operator's app, reached directly: proxy variables of the
             // environment would send Vapi's credential through a third party
@@ -123,15 +129,20 @@ impl Upstream {
             .retry(reqwest::retry::never())
             .connect_timeout(timeout)
             .build()?;
-        Ok(Self { client, url: url.0.clone(), timeout, answer_limit })
+        Ok(Self { client, url: url.0.clone(), timeout, answer_limit, credential_headers })
     }
 
     /// POSTs `body` with the [`forwarded_headers`] of `request`; the answer, or why there is
     /// none. Never retried: the message may have effects in the app, and the deadline is short.
     pub async fn forward(&self, request: &HeaderMap, body: Bytes) -> Result<UpstreamAnswer, UpstreamError> {
         let exchange = async {
-            let mut response =
-                self.client.post(self.url.clone()).headers(forwarded_headers(request)).body(body).send().await?;
+            let mut response = self
+                .client
+                .post(self.url.clone())
+                .headers(forwarded_headers(request, &self.credential_headers))
+                .body(body)
+                .send()
+                .await?;
             let status = response.status();
             let content_type = response.headers().get(header::CONTENT_TYPE).cloned();
             if response.content_length().is_some_and(|n| n > self.answer_limit as u64) {
@@ -151,12 +162,13 @@ impl Upstream {
 }
 
 /// What the upstream gets of the request's headers: the credential headers the verifier reads
-/// ([`CREDENTIAL_HEADERS`]), `x-request-id`, and `Content-Type: application/json`. Nothing else.
-pub fn forwarded_headers(request: &HeaderMap) -> HeaderMap {
+/// (`credential_headers`), `x-request-id`, and `Content-Type: application/json`. Nothing else.
+pub fn forwarded_headers(request: &HeaderMap, credential_headers: &[HeaderName]) -> HeaderMap {
     let mut forwarded = HeaderMap::new();
-    for name in CREDENTIAL_HEADERS.into_iter().chain([REQUEST_ID]) {
+    let request_id = HeaderName::from_static(REQUEST_ID);
+    for name in credential_headers.iter().chain([&request_id]) {
         for value in request.get_all(name) {
-            forwarded.append(name, value.clone());
+            forwarded.append(name.clone(), value.clone());
         }
     }
     forwarded.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -173,11 +185,16 @@ mod tests {
     use super::*;
     use crate::verify::{SECRET_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 
+    fn credential_headers() -> Vec<HeaderName> {
+        [SECRET_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, "authorization"].map(HeaderName::from_static).to_vec()
+    }
+
     #[test]
     fn only_the_credential_and_the_request_id_are_forwarded() {
         let mut request = HeaderMap::new();
         for (name, value) in [
             (SECRET_HEADER, "s3cret"),
+            ("authorization", "Bearer tok"),
             (SIGNATURE_HEADER, "abcd"),
             (TIMESTAMP_HEADER, "1732540000"),
             (REQUEST_ID, "req-1"),
@@ -189,14 +206,17 @@ mod tests {
         ] {
             request.insert(name, value.parse().unwrap());
         }
-        let forwarded = forwarded_headers(&request);
+        let forwarded = forwarded_headers(&request, &credential_headers());
         let mut names: Vec<&str> = forwarded.keys().map(|k| k.as_str()).collect();
         names.sort_unstable();
-        assert_eq!(names, ["content-type", "x-request-id", "x-signature", "x-timestamp", "x-vapi-secret"]);
+        assert_eq!(
+            names,
+            ["authorization", "content-type", "x-request-id", "x-signature", "x-timestamp", "x-vapi-secret"]
+        );
         assert_eq!(forwarded[header::CONTENT_TYPE], "application/json");
         assert_eq!(forwarded[SECRET_HEADER], "s3cret");
         assert_eq!(forwarded[REQUEST_ID], "req-1");
-        assert_eq!(forwarded_headers(&HeaderMap::new()).len(), 1, "only the content type");
+        assert_eq!(forwarded_headers(&HeaderMap::new(), &credential_headers()).len(), 1, "only the content type");
     }
 
     #[test]

@@ -7,6 +7,8 @@
 use std::borrow::Cow;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue};
@@ -22,7 +24,7 @@ use crate::db::{Answer, DbError};
 use crate::error::RelayError;
 use crate::metrics;
 use crate::reply::{self, Reply};
-use crate::verify::HeaderCheck;
+use crate::verify::{Credential, HeaderCheck, VerifyError};
 
 /// The labels of a webhook's metrics. The handler returns them as a response extension, which
 /// the `observe` middleware (app.rs) reads back.
@@ -46,9 +48,12 @@ pub async fn webhook(State(state): State<AppState>, headers: HeaderMap, body: Bo
     let span = Span::current();
     let (message_type, result, unread) = match receive(&state, &headers, body).await {
         Err(Refusal { error, unread }) => (metrics::message_type_label(None), Err(error), unread),
-        Ok(bytes) => match Request::parse(&bytes) {
+        Ok((bytes, credential)) => match Request::parse(&bytes) {
             Err(error) => (metrics::message_type_label(None), Err(error), false),
-            Ok(request) => (request.record(&span), answer(&state, &headers, &bytes, request.text, &span).await, false),
+            Ok(request) => {
+                let label = request.record(&span);
+                (label, answer(&state, &headers, &bytes, request.text, credential, &span).await, false)
+            }
         },
     };
     let (outcome, mut response) = match result {
@@ -78,7 +83,7 @@ const LINGER: Duration = Duration::from_secs(5);
 /// Size and authentication, in this order: the declared length, the headers' credential, the
 /// body read up to the limit, then an HMAC signature over it. A request refused before its body
 /// is read to the end has the rest [`linger`]ed over, never buffered.
-async fn receive(state: &AppState, headers: &HeaderMap, mut body: Body) -> Result<Bytes, Refusal> {
+async fn receive(state: &AppState, headers: &HeaderMap, mut body: Body) -> Result<(Bytes, Credential), Refusal> {
     let limit = state.body_limit;
     let unread = |error: RelayError, body: Body| {
         linger(body, limit);
@@ -88,7 +93,7 @@ async fn receive(state: &AppState, headers: &HeaderMap, mut body: Body) -> Resul
     if HttpBody::size_hint(&body).lower() > limit as u64 {
         return Err(unread(RelayError::PayloadTooLarge, body));
     }
-    let check = match state.verifier.check_headers(headers) {
+    let check = match check_headers(state, headers).await {
         Ok(check) => check,
         Err(e) => return Err(unread(e.into(), body)),
     };
@@ -96,10 +101,41 @@ async fn receive(state: &AppState, headers: &HeaderMap, mut body: Body) -> Resul
         Ok(bytes) => bytes,
         Err(e) => return Err(unread(e, body)),
     };
-    if let HeaderCheck::NeedsBody(signature) = check {
-        state.verifier.verify_body(&signature, &bytes).map_err(|e| Refusal { error: e.into(), unread: false })?;
+    let credential = match check {
+        HeaderCheck::Passed(credential) => credential,
+        HeaderCheck::NeedsBody(signature) => {
+            state.verifier.verify_body(&signature, &bytes).map_err(|e| Refusal { error: e.into(), unread: false })?
+        }
+    };
+    Ok((bytes, credential))
+}
+
+/// The headers' check; a token that is no platform token and not among the tenants' digests
+/// the relay holds is checked again once they are reloaded (a credential registered since).
+async fn check_headers(state: &AppState, headers: &HeaderMap) -> Result<HeaderCheck, VerifyError> {
+    match state.verifier.check_headers(headers) {
+        Err(VerifyError::InvalidToken) if state.verifier.tenants().is_some() => {
+            reload_tenants(state, Instant::now()).await;
+            state.verifier.check_headers(headers)
+        }
+        checked => checked,
     }
-    Ok(bytes)
+}
+
+/// Reloads the tenants' digests for a request that missed them at `missed` (verify/tenants.rs
+/// bounds how often).
+async fn reload_tenants(state: &AppState, missed: Instant) {
+    let Some(tenants) = state.verifier.tenants() else { return };
+    tenants
+        .reload_after_miss(missed, || async {
+            state
+                .db
+                .webhook_credential_digests()
+                .await
+                .inspect_err(|e| tracing::warn!(error = %e, "could not load the tenants' credentials"))
+                .ok()
+        })
+        .await;
 }
 
 /// The body, read frame by frame: 413 as soon as it passes `limit` bytes, the rest unread.
@@ -150,11 +186,19 @@ async fn answer(
     headers: &HeaderMap,
     bytes: &Bytes,
     text: &str,
+    credential: Credential,
     span: &Span,
 ) -> Result<(Reply, &'static str), RelayError> {
-    let json = deliver(state, text).await?;
+    let mut json = deliver(state, text, credential).await?;
     if let Some(org_id) = Answer::of(&json).org_id {
         span.record("org_id", org_id);
+    }
+    if !state.answer_tenant_ids {
+        // a sender learns no internal id: another org's, if its message was forged
+        if let Value::Object(fields) = &mut json {
+            fields.remove("org_id");
+            fields.remove("call_id");
+        }
     }
     Ok(reply::respond(state.upstream.as_deref(), headers, bytes, json).await)
 }
@@ -224,24 +268,41 @@ impl<'a> Request<'a> {
     }
 }
 
-/// The database's answer, or the error to send; a body refused as bad input is stored first.
-async fn deliver(state: &AppState, text: &str) -> Result<Value, RelayError> {
-    match state.db.handle_vapi_message(text).await {
+/// The database's answer, or the error to send; a body refused as bad input, or as another
+/// org's for a tenant's credential, is stored first.
+async fn deliver(state: &AppState, text: &str, credential: Credential) -> Result<Value, RelayError> {
+    match state.db.handle_vapi_message(text, credential.digest()).await {
         Ok(json) => Ok(json),
-        Err(DbError::Permanent { code, message }) => Err(dead_letter(state, text, code, message).await),
+        Err(DbError::Permanent { code, message }) => {
+            Err(dead_letter(state, text, code, message, |code, message| RelayError::Rejected { code, message }).await)
+        }
+        Err(DbError::Forbidden { code, message }) => {
+            Err(dead_letter(state, text, code, message, |code, message| RelayError::Forbidden { code, message }).await)
+        }
+        Err(DbError::Unauthorized) => {
+            // revoked since the relay loaded the digests: drop it from them
+            reload_tenants(state, Instant::now()).await;
+            Err(DbError::Unauthorized.into())
+        }
         Err(err) => Err(err.into()),
     }
 }
 
-/// Stores a body the database refused, and answers it `Rejected` (422). Storing must never
-/// fail as "bad input": that would answer 422 (do not retry) for a body that was not kept.
+/// Stores a body the database refused, and answers it with `refusal` (422 or 403). Storing must
+/// never fail as "bad input": that would answer 422 (do not retry) for a body that was not kept.
 /// `record_rejected_event` clips what it must and refuses no body; any permanent failure of the
 /// store itself is answered 500, so the sender comes back.
-async fn dead_letter(state: &AppState, text: &str, code: String, message: String) -> RelayError {
+async fn dead_letter(
+    state: &AppState,
+    text: &str,
+    code: String,
+    message: String,
+    refusal: fn(String, String) -> RelayError,
+) -> RelayError {
     match state.db.record_rejected_event(text, &code, &message).await {
         Ok(id) => {
-            tracing::info!(sqlstate = %code, message = %message, rejected_event_id = id, "rejected as bad input; body stored");
-            RelayError::Rejected { code, message }
+            tracing::info!(sqlstate = %code, message = %message, rejected_event_id = id, "refused; body stored");
+            refusal(code, message)
         }
         Err(DbError::Permanent { code, message }) => {
             RelayError::internal(format!("storing the rejected body failed ({code}): {message}"))

@@ -37,7 +37,7 @@ fn new_phone_number_id() -> String {
 /// saying so, when it has no `reply`.
 async fn database_answer(db: &tokio_postgres::Client, test: &str, body: &str) -> Option<Value> {
     let answer: Value = db
-        .query_one(voxanne_relay::db::HANDLE_VAPI_MESSAGE, &[&body])
+        .query_one(voxanne_relay::db::HANDLE_VAPI_MESSAGE, &[&body, &None::<&[u8]>])
         .await
         .expect("handle_vapi_message answers an assistant-request")
         .get(0);

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, HeaderName, StatusCode};
 use axum::response::IntoResponse;
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
@@ -17,7 +17,14 @@ use voxanne_relay::upstream::{Upstream, UpstreamAnswer};
 const BODY: &[u8] = br#"{ "message" : {"type":"assistant-request",  "call":{"id":"call_1","phoneNumberId":"pn_1"}}}"#;
 
 fn upstream(url: &str, timeout: Duration) -> Upstream {
-    Upstream::new(&url.parse().unwrap(), timeout, 16 * 1024 * 1024).unwrap()
+    let credential_headers = ["x-vapi-secret", "x-signature", "x-timestamp", "authorization"];
+    Upstream::new(
+        &url.parse().unwrap(),
+        timeout,
+        16 * 1024 * 1024,
+        credential_headers.map(HeaderName::from_static).to_vec(),
+    )
+    .unwrap()
 }
 
 fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {

@@ -94,7 +94,7 @@ async fn wrong_secret_is_401_and_writes_nothing() {
     for wrong in ["wrong", "", SECRET.trim_end_matches('t'), &format!("{SECRET}x")] {
         let (status, json) = answer(relay.post(body.clone(), &[("x-vapi-secret", wrong)]).await).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{wrong:?}");
-        assert_eq!(json["message"], "invalid secret");
+        assert_eq!(json["message"], "invalid token");
     }
     assert_nothing_written(&db, &t, &call, &body).await;
 }

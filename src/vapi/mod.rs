@@ -15,6 +15,7 @@ use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 use serde::Deserialize;
 
+use crate::credentials::Writer;
 use crate::error::VoxError;
 use crate::jsonb::{JsonbArg, JsonbOut, Node};
 use crate::outcome::Ignored;
@@ -65,11 +66,19 @@ fn dispatch(arg: &JsonbArg) -> Result<JsonbOut, VoxError> {
 }
 
 /// Handle one Vapi server message (`{"message": {...}}`) in the caller's transaction.
+/// `p_credential`: the SHA-256 of the tenant credential that authenticated it, NULL for a
+/// platform-wide one (src/credentials.rs).
 #[pg_extern(volatile, security_definer)]
 #[search_path(pg_catalog, pg_temp)]
-fn handle_vapi_message(p_body: Option<JsonbArg>) -> Result<JsonbOut, ErrorReport> {
+fn handle_vapi_message(
+    p_body: Option<JsonbArg>,
+    p_credential: default!(Option<&[u8]>, "NULL"),
+) -> Result<JsonbOut, ErrorReport> {
     let body = p_body.ok_or_else(|| VoxError::missing("p_body"))?;
-    Ok(dispatch(&body)?)
+    let writer = Writer::of(p_credential)?;
+    let answer = dispatch(&body)?;
+    writer.permit(&answer)?;
+    Ok(answer)
 }
 
 #[cfg(any(test, feature = "pg_test"))]

@@ -62,6 +62,8 @@ impl ChildRelay {
             .arg(SECRET)
             .arg("--listen")
             .arg(format!("127.0.0.1:{}", self.port))
+            // the suites check that every answer names its own org
+            .args(["--answer-tenant-ids", "true"])
             .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -21,6 +21,10 @@ use crate::{describe, Org};
 /// what the relay does).
 pub use voxanne_relay::db::HANDLE_VAPI_MESSAGE;
 
+/// `$2` of [`HANDLE_VAPI_MESSAGE`] for a message a platform-wide credential verified: no tenant
+/// credential's digest.
+pub const PLATFORM: Option<&[u8]> = None;
+
 /// 2026-11-25T10:00:00Z in epoch milliseconds: the fixtures' day.
 pub const T0_MS: i64 = 1_795_600_800_000;
 
@@ -405,9 +409,9 @@ impl Transport {
                 }
                 let c = client.as_ref().unwrap();
                 let answer = if *timed {
-                    c.query_one(timed_statement().as_str(), &[&body]).await
+                    c.query_one(timed_statement().as_str(), &[&body, &PLATFORM]).await
                 } else {
-                    c.query_one(HANDLE_VAPI_MESSAGE, &[&body]).await
+                    c.query_one(HANDLE_VAPI_MESSAGE, &[&body, &PLATFORM]).await
                 };
                 match answer {
                     Ok(row) => {
@@ -1056,7 +1060,7 @@ pub fn state_diff(got: &BTreeMap<String, Value>, want: &BTreeMap<String, Value>,
 pub async fn deliver_serially(db: &Client, assistant: &str, messages: &[&Message]) {
     for m in messages {
         let body = m.body(assistant);
-        db.query_one(HANDLE_VAPI_MESSAGE, &[&body])
+        db.query_one(HANDLE_VAPI_MESSAGE, &[&body, &PLATFORM])
             .await
             .unwrap_or_else(|e| panic!("serial delivery of {}: {}", m.label(), describe(&e)));
     }

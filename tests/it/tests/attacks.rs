@@ -23,7 +23,7 @@ fn db_url() -> String {
 }
 
 async fn deliver(db: &Client, body: &str) -> Result<Value, tokio_postgres::Error> {
-    Ok(db.query_one(vapi::HANDLE_VAPI_MESSAGE, &[&body]).await?.get(0))
+    Ok(db.query_one(vapi::HANDLE_VAPI_MESSAGE, &[&body, &vapi::PLATFORM]).await?.get(0))
 }
 
 /// A whole call of `org`, delivered serially.
@@ -399,7 +399,10 @@ async fn search_path_hijack_cannot_redirect_the_security_definer_functions() {
     let mut config = config();
     config.dbname(&dbname);
     let owner = connect_to(config.clone()).await;
-    owner.batch_execute("CREATE EXTENSION voxanne_ext").await.expect("CREATE EXTENSION");
+    owner
+        .batch_execute("CREATE EXTENSION voxanne_ext; SELECT voxanne.grant_relay_role('voxanne_relay')")
+        .await
+        .expect("CREATE EXTENSION");
     let (a, b) = (Org::create(&owner).await, Org::create(&owner).await);
     full_call(&owner, &b, &unique("call_b"), T0_MS).await;
     let before = snapshot(&owner, &b).await;
@@ -474,9 +477,10 @@ async fn search_path_hijack_cannot_redirect_the_security_definer_functions() {
             attacker.batch_execute(&format!("SET search_path = {path}")).await.unwrap();
             attacker
                 .batch_execute(
-                    "CREATE TEMP TABLE agents (LIKE voxanne.agents); CREATE TEMP TABLE calls (LIKE voxanne.calls);
-                     CREATE TEMP TABLE outbox (LIKE voxanne.outbox); CREATE TEMP TABLE call_transcripts (LIKE voxanne.call_transcripts);
-                     CREATE TEMP TABLE processed_webhook_events (LIKE voxanne.processed_webhook_events);",
+                    // copies of the evil schema's copies: the relay's role may not read voxanne's tables
+                    "CREATE TEMP TABLE agents (LIKE evil.agents); CREATE TEMP TABLE calls (LIKE evil.calls);
+                     CREATE TEMP TABLE outbox (LIKE evil.outbox); CREATE TEMP TABLE call_transcripts (LIKE evil.call_transcripts);
+                     CREATE TEMP TABLE processed_webhook_events (LIKE evil.processed_webhook_events);",
                 )
                 .await
                 .unwrap_or_else(|e| panic!("temp tables: {}", describe(&e)));
@@ -487,13 +491,19 @@ async fn search_path_hijack_cannot_redirect_the_security_definer_functions() {
 
             let call = format!("hijack_{k}_{login}_{}", Uuid::new_v4().simple());
             let r = Report::for_call(&call);
-            let typed = [
-                ("create_inbound_call", a.ringing(&call)),
-                ("create_inbound_call (forward)", a.status(&call, "in-progress", at(3))),
-                ("record_transcript", a.transcript(&call, "user", "hello", at(4))),
-                ("complete_call", a.report(&call, &r)),
-                ("complete_call (status ended)", a.status_ended(&call, "bye")),
-            ];
+            // the relay's role may call only what the relay calls (grant_relay_role)
+            let relay = login == "voxanne_relay";
+            let typed = if relay {
+                Vec::new()
+            } else {
+                vec![
+                    ("create_inbound_call", a.ringing(&call)),
+                    ("create_inbound_call (forward)", a.status(&call, "in-progress", at(3))),
+                    ("record_transcript", a.transcript(&call, "user", "hello", at(4))),
+                    ("complete_call", a.report(&call, &r)),
+                    ("complete_call (status ended)", a.status_ended(&call, "bye")),
+                ]
+            };
             for (what, msg) in typed {
                 figures.attacks += 1;
                 match msg.outcome(&attacker).await {
@@ -555,7 +565,9 @@ async fn search_path_hijack_cannot_redirect_the_security_definer_functions() {
             // the calls are right: the same as delivering without the trap
             let state = vapi::org_state(&owner, a.id).await;
             let row = state.get(&call).cloned().unwrap_or(Value::Null);
-            if row["status"] != "ended"
+            if relay {
+                // its webhooks were checked above, answer by answer
+            } else if row["status"] != "ended"
                 || row["summary"] != r.summary.as_str()
                 || row["lines"].as_array().map(Vec::len) != Some(1)
             {
@@ -799,10 +811,11 @@ async fn replayed_or_forged_signed_webhooks_are_refused_and_write_nothing() {
         ("empty signature", fresh.clone(), String::new(), other.clone()),
         ("signature of the body without the timestamp", fresh.clone(), sign(HMAC_KEY, "", &other), other.clone()),
         ("negative timestamp", "-1".into(), sign(HMAC_KEY, "-1", &other), other.clone()),
+        // milliseconds are read as Vapi may send them, and bound by the same window
         (
-            "timestamp in milliseconds",
-            (now() * 1000).to_string(),
-            sign(HMAC_KEY, &(now() * 1000).to_string(), &other),
+            "captured 5 min 1 s ago, in milliseconds",
+            ((now() - 301) * 1000).to_string(),
+            sign(HMAC_KEY, &((now() - 301) * 1000).to_string(), &other),
             other.clone(),
         ),
         (

@@ -178,7 +178,7 @@ async fn backend_sigkill_mid_transaction_leaves_no_partial_rows_and_redelivery_a
                                     c.batch_execute("SELECT pg_catalog.pg_sleep(0.002)").await?;
                                 }
                                 sent.fetch_add(1, Ordering::Relaxed);
-                                c.query_one(vapi::HANDLE_VAPI_MESSAGE, &[&bodies[*m]]).await?;
+                                c.query_one(vapi::HANDLE_VAPI_MESSAGE, &[&bodies[*m], &vapi::PLATFORM]).await?;
                                 reached.fetch_add(1, Ordering::Relaxed);
                             }
                             c.batch_execute("COMMIT").await

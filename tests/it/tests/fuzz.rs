@@ -495,7 +495,7 @@ async fn fuzz_sql(checker: Checker, mut cases: Vec<Case>) -> Checker {
                 // case is judged by its last answer
                 let mut retries = 0;
                 let result = loop {
-                    let result = client.query_one(vapi::HANDLE_VAPI_MESSAGE, &[&case.body]).await;
+                    let result = client.query_one(vapi::HANDLE_VAPI_MESSAGE, &[&case.body, &vapi::PLATFORM]).await;
                     let transient = result
                         .as_ref()
                         .err()
@@ -791,7 +791,7 @@ async fn replay_sqlstate(db: &Client, body: &[u8]) -> String {
         return "not UTF-8".into();
     };
     db.batch_execute("BEGIN").await.expect("BEGIN");
-    let result = db.query_one(vapi::HANDLE_VAPI_MESSAGE, &[&text]).await;
+    let result = db.query_one(vapi::HANDLE_VAPI_MESSAGE, &[&text, &vapi::PLATFORM]).await;
     db.batch_execute("ROLLBACK").await.expect("ROLLBACK");
     match result {
         Ok(_) => "no error".into(),
@@ -850,7 +850,7 @@ async fn numbers_beyond_f64_and_deep_nesting_are_data_errors_not_panics() {
     for (body, want) in bodies.iter().zip(expected) {
         figures.fuzz_cases += 1;
         figures.checks += 1;
-        let got = match db.query_one(vapi::HANDLE_VAPI_MESSAGE, &[body]).await {
+        let got = match db.query_one(vapi::HANDLE_VAPI_MESSAGE, &[body, &vapi::PLATFORM]).await {
             Ok(row) => {
                 let v: Value = row.get(0);
                 match (v.get("ignored"), v.get("outcome")) {
@@ -931,7 +931,7 @@ async fn an_array_where_an_object_belongs_is_the_wrong_json_type() {
         // the classifier agrees with the README: one defect, this field
         let prediction = contract::classify(&world, body);
         assert!(prediction.allows_error("22023", &format!("{field} has the wrong JSON shape")), "{prediction:?}");
-        let got = match db.query_one(vapi::HANDLE_VAPI_MESSAGE, &[body]).await {
+        let got = match db.query_one(vapi::HANDLE_VAPI_MESSAGE, &[body, &vapi::PLATFORM]).await {
             Ok(row) => format!("answer {}", row.get::<_, Value>(0)),
             Err(e) => {
                 let message = e.as_db_error().map(|d| d.message().to_string()).unwrap_or_default();

@@ -252,3 +252,94 @@ async fn malformed_org_claim_is_an_error_not_an_empty_result() {
     rollback(&api).await;
     assert_eq!(e.code(), Some(&SqlState::INVALID_AUTHORIZATION_SPECIFICATION), "{}", describe(&e));
 }
+
+/// The functions the relay calls, and nothing else (`voxanne.grant_relay_role`).
+const RELAY_FUNCTIONS: [&str; 3] = [
+    "voxanne.handle_vapi_message(jsonb,bytea)",
+    "voxanne.record_rejected_event(text,text,text)",
+    "voxanne.webhook_credential_digests()",
+];
+
+/// Security review #5: the relay's role was a member of `service_role`, so it could `SET ROLE`
+/// to one that bypasses RLS and call every write function, the purges and the outbox API.
+#[tokio::test]
+async fn the_relay_role_holds_only_what_the_relay_calls() {
+    let db = connect().await;
+    let executable: Vec<String> = db
+        .query(
+            "SELECT p.oid::regprocedure::text FROM pg_catalog.pg_proc AS p
+             WHERE p.pronamespace = 'voxanne'::regnamespace
+               AND pg_catalog.has_function_privilege('voxanne_relay', p.oid, 'EXECUTE')
+             ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get::<_, String>(0).replace(", ", ","))
+        .collect();
+    assert_eq!(executable, RELAY_FUNCTIONS.map(String::from).to_vec());
+    let tables: i64 = db
+        .query_one(
+            "SELECT count(*) FROM pg_catalog.pg_class AS c
+             WHERE c.relnamespace = 'voxanne'::regnamespace AND c.relkind IN ('r', 'p', 'S', 'v')
+               AND pg_catalog.has_table_privilege('voxanne_relay', c.oid,
+                   'SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(tables, 0, "no privilege on any table or sequence");
+    let wider: Vec<String> = db
+        .query(
+            "SELECT r.rolname::text FROM pg_catalog.pg_roles AS r
+             WHERE r.rolname <> 'voxanne_relay' AND pg_catalog.pg_has_role('voxanne_relay', r.oid, 'MEMBER')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(wider.is_empty(), "a member of {wider:?}");
+
+    let relay = connect_as("voxanne_relay").await;
+    for (sql, what) in [
+        ("SET ROLE service_role", "SET ROLE into a BYPASSRLS role"),
+        ("SELECT 1 FROM voxanne.calls LIMIT 1", "read calls"),
+        ("SELECT voxanne.upsert_agent(gen_random_uuid(), 'asst_new')", "register an agent"),
+        ("SELECT voxanne.purge_outbox()", "purge"),
+        ("SELECT * FROM voxanne.outbox_read('relay', 10)", "read the outbox"),
+    ] {
+        let e = relay.batch_execute(sql).await.expect_err(what);
+        assert_eq!(e.code(), Some(&SqlState::INSUFFICIENT_PRIVILEGE), "{what}: {}", describe(&e));
+    }
+    // and what it calls works
+    let org = Org::create(&db).await;
+    let call = unique("call_relay_role");
+    let answer: serde_json::Value = relay
+        .query_one(
+            voxanne_relay::db::HANDLE_VAPI_MESSAGE,
+            &[&vapi::status_body(&org.assistant_id, &call, "ringing", vapi::T0_MS), &vapi::PLATFORM],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(answer["applied"], true, "{answer}");
+    relay.query(voxanne_relay::db::WEBHOOK_CREDENTIAL_DIGESTS, &[]).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_role_that_can_bypass_rls_is_refused_as_the_relays() {
+    let db = connect().await;
+    let role = format!("vx_wide_{}", Uuid::new_v4().simple());
+    db.batch_execute(&format!("CREATE ROLE {role} LOGIN IN ROLE service_role")).await.unwrap();
+    let e = db
+        .batch_execute(&format!("SELECT voxanne.grant_relay_role('{role}')"))
+        .await
+        .expect_err("a member of service_role");
+    db.batch_execute(&format!("DROP ROLE {role}")).await.unwrap();
+    assert_eq!(e.code(), Some(&SqlState::INVALID_PARAMETER_VALUE), "{}", describe(&e));
+    assert!(describe(&e).contains("service_role"), "{}", describe(&e));
+}

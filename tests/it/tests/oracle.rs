@@ -20,7 +20,7 @@ async fn the_transcript_hash_is_the_documented_framing_of_a_known_vector() {
     let db = connect().await;
     let org = Org::create(&db).await;
     let body = vapi::transcript_body(&org.assistant_id, call, "user", text, at_ms);
-    let answer: serde_json::Value = db.query_one(HANDLE_VAPI_MESSAGE, &[&body]).await.unwrap().get(0);
+    let answer: serde_json::Value = db.query_one(HANDLE_VAPI_MESSAGE, &[&body, &vapi::PLATFORM]).await.unwrap().get(0);
     assert_eq!(answer["content_hash"], KNOWN_HASH);
     let stored: String = db
         .query_one("SELECT encode(content_hash, 'hex') FROM voxanne.call_transcripts WHERE org_id = $1", &[&org.id])
@@ -41,7 +41,7 @@ async fn a_whole_call_leaves_the_hand_written_row_in_the_model_and_in_the_databa
     script.reverse();
     for m in &script {
         let body = m.body(&org.assistant_id);
-        db.query_one(HANDLE_VAPI_MESSAGE, &[&body]).await.unwrap();
+        db.query_one(HANDLE_VAPI_MESSAGE, &[&body, &vapi::PLATFORM]).await.unwrap();
     }
     let user = model::content_hash(&call, "user", "final", start + 3_000, &format!("hello from {call}"));
     let assistant_text = format!("Voxanne here: how can I help? ({call}) — ünïcödé ✓");

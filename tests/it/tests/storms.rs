@@ -186,7 +186,7 @@ async fn storm_sql(
         let body = bodies[org_of_client(c)].clone();
         tasks.push(tokio::spawn(async move {
             barrier.wait().await;
-            let row = client.query_one(&stmt, &[&body]).await?;
+            let row = client.query_one(&stmt, &[&body, &vapi::PLATFORM]).await?;
             Ok((row.get(0), row.get(1), row.get(2)))
         }));
     }
@@ -239,7 +239,7 @@ async fn storm_http(http: &reqwest::Client, url: &str, bodies: &[String]) -> Vec
 /// Deliver the message that precedes a round's storm to every org, serially.
 async fn deliver_first_sql(db: &tokio_postgres::Client, orgs: &[Org], first: &Message, figures: &mut Figures) {
     for org in orgs {
-        let a = db.query_one(vapi::HANDLE_VAPI_MESSAGE, &[&first.body(&org.assistant_id)]).await;
+        let a = db.query_one(vapi::HANDLE_VAPI_MESSAGE, &[&first.body(&org.assistant_id), &vapi::PLATFORM]).await;
         a.unwrap_or_else(|e| panic!("{}: {}", first.label(), describe(&e)));
         figures.delivered += 1;
         figures.reached += 1;
