@@ -20,6 +20,7 @@ use tracing::Span;
 use crate::app::AppState;
 use crate::db::{Answer, DbError};
 use crate::error::RelayError;
+use crate::json_scan::{self, Excess, JsonLimits};
 use crate::metrics;
 use crate::reply::{self, Reply};
 use crate::verify::HeaderCheck;
@@ -46,9 +47,9 @@ pub async fn webhook(State(state): State<AppState>, headers: HeaderMap, body: Bo
     let span = Span::current();
     let (message_type, result, unread) = match receive(&state, &headers, body).await {
         Err(Refusal { error, unread }) => (metrics::message_type_label(None), Err(error), unread),
-        Ok(bytes) => match Request::parse(&bytes) {
+        Ok(bytes) => match Request::parse(&bytes, &state.json_limits) {
             Err(error) => (metrics::message_type_label(None), Err(error), false),
-            Ok(request) => (request.record(&span), answer(&state, &headers, &bytes, request.text, &span).await, false),
+            Ok(request) => (request.record(&span), answer(&state, &headers, &bytes, &request, &span).await, false),
         },
     };
     let (outcome, mut response) = match result {
@@ -149,10 +150,10 @@ async fn answer(
     state: &AppState,
     headers: &HeaderMap,
     bytes: &Bytes,
-    text: &str,
+    request: &Request<'_>,
     span: &Span,
 ) -> Result<(Reply, &'static str), RelayError> {
-    let json = deliver(state, text).await?;
+    let json = deliver(state, request).await?;
     if let Some(org_id) = Answer::of(&json).org_id {
         span.record("org_id", org_id);
     }
@@ -163,6 +164,8 @@ async fn answer(
 struct Request<'a> {
     text: &'a str,
     envelope: Envelope<'a>,
+    /// Within the bounds on depth and numbers (json_scan.rs), or why not.
+    bounded: Result<(), Excess>,
 }
 
 /// The parts of a Vapi message the relay looks at, for logs and metrics only; the database
@@ -217,15 +220,23 @@ impl Request<'_> {
 }
 
 impl<'a> Request<'a> {
-    /// An authenticated body's UTF-8 and JSON syntax, in this order.
-    fn parse(body: &'a [u8]) -> Result<Self, RelayError> {
+    /// An authenticated body's UTF-8 and JSON syntax, in this order, then its bounds. A body out
+    /// of bounds is JSON that PostgreSQL would refuse or pay dearly for: it is bad input, kept
+    /// in the dead letter and answered 422 like the database's own refusals (`deliver`).
+    fn parse(body: &'a [u8], limits: &JsonLimits) -> Result<Self, RelayError> {
         let text = std::str::from_utf8(body).map_err(|e| RelayError::bad_request(format!("body is not UTF-8: {e}")))?;
-        Ok(Request { text, envelope: Envelope::read(text)? })
+        let envelope = Envelope::read(text)?;
+        Ok(Request { text, envelope, bounded: json_scan::check(text, limits) })
     }
 }
 
-/// The database's answer, or the error to send; a body refused as bad input is stored first.
-async fn deliver(state: &AppState, text: &str) -> Result<Value, RelayError> {
+/// The database's answer, or the error to send; a body refused as bad input (by the bounds or
+/// the database) is stored first.
+async fn deliver(state: &AppState, request: &Request<'_>) -> Result<Value, RelayError> {
+    let text = request.text;
+    if let Err(Excess { code, message }) = &request.bounded {
+        return Err(dead_letter(state, text, code.to_string(), message.clone()).await);
+    }
     match state.db.handle_vapi_message(text).await {
         Ok(json) => Ok(json),
         Err(DbError::Permanent { code, message }) => Err(dead_letter(state, text, code, message).await),
@@ -336,8 +347,11 @@ mod tests {
         ] {
             assert!(reaches_the_database(body).await, "{body}");
         }
+        // past serde_json's recursion limit (128), within a raised --json-max-depth: no 400
         let deep = format!(r#"{{"message":{{"type":"hang","x":{}{}}}}}"#, "[".repeat(400), "]".repeat(400));
-        assert!(reaches_the_database(&deep).await, "nesting deeper than serde_json's recursion limit");
+        let (status, _, json) =
+            send_to(state_with(&["--json-max-depth", "1000"]), post(deep, &[(SECRET_HEADER, "s3cret")])).await;
+        assert_eq!((status, &json["code"]), (StatusCode::SERVICE_UNAVAILABLE, &db::CANNOT_CONNECT.into()));
     }
 
     async fn labels_of(body: &str, headers: &[(&str, &str)]) -> Labels {
