@@ -1,7 +1,8 @@
-//! The router: request id and tracing outermost, then the `observe` middleware (metrics, error
+//! The routers: request id and tracing outermost, then the `observe` middleware (metrics, error
 //! logging, JSON bodies for errors produced by layers) and the request timeout. The webhook
-//! handler, which also enforces the body limit, is in webhook.rs; the probes and /metrics are
-//! here.
+//! handler, which also enforces the body limit, is in webhook.rs, behind the cap on webhooks
+//! in flight (`shed`); the probes and /metrics are here. They are one router ([`app`]), or two
+//! with `--admin-listen` ([`webhook_app`] and [`admin_app`]).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,6 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
+use tokio::sync::{Mutex, Semaphore};
 use tower::ServiceBuilder;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
@@ -24,6 +26,8 @@ use tracing::{field::Empty, Level, Span};
 use crate::config::Config;
 use crate::db::{self, Db};
 use crate::error::{RelayError, RETRY_MESSAGE};
+use crate::json_scan::JsonLimits;
+use crate::limits::ConnectionLimits;
 use crate::metrics;
 use crate::upstream::Upstream;
 use crate::verify::Verifier;
@@ -45,6 +49,11 @@ pub struct AppState {
     pub request_timeout: Duration,
     /// Answers keep `org_id` and `call_id` (`--answer-tenant-ids`).
     pub answer_tenant_ids: bool,
+    pub json_limits: JsonLimits,
+    pub connection_limits: ConnectionLimits,
+    /// One permit per webhook in flight (`--max-in-flight`).
+    pub in_flight: Arc<Semaphore>,
+    pub ready: Arc<ReadyCache>,
 }
 
 /// Why the state could not be built.
@@ -82,19 +91,48 @@ impl AppState {
             body_limit: config.body_limit,
             request_timeout: config.request_timeout,
             answer_tenant_ids: config.answer_tenant_ids,
+            json_limits: config.json_limits(),
+            connection_limits: ConnectionLimits {
+                header_read_timeout: config.header_read_timeout,
+                idle_timeout: config.idle_timeout,
+                max_connections: config.max_connections,
+            },
+            in_flight: Arc::new(Semaphore::new(config.max_in_flight())),
+            ready: Arc::default(),
         })
     }
 }
 
+/// The webhook and the admin endpoints on one listener.
 pub fn app(state: AppState) -> Router {
+    layered(webhook_routes(&state).merge(admin_routes()), state)
+}
+
+/// The webhook alone, for the public listener when the admin endpoints have their own.
+pub fn webhook_app(state: AppState) -> Router {
+    layered(webhook_routes(&state), state)
+}
+
+/// /healthz, /readyz and /metrics, for `--admin-listen`.
+pub fn admin_app(state: AppState) -> Router {
+    layered(admin_routes(), state)
+}
+
+fn webhook_routes(state: &AppState) -> Router<AppState> {
+    let shed = middleware::from_fn_with_state(state.clone(), shed);
+    Router::new().route(&state.webhook_path, post(webhook::webhook).layer(shed))
+}
+
+fn admin_routes() -> Router<AppState> {
+    Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz)).route("/metrics", get(render_metrics))
+}
+
+fn layered(routes: Router<AppState>, state: AppState) -> Router {
     let request_id = HeaderName::from_static(REQUEST_ID);
-    Router::new()
-        .route(&state.webhook_path, post(webhook::webhook))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(render_metrics))
+    routes
         .layer(
             ServiceBuilder::new()
+                .map_request(drop_unfit_request_id)
                 .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
                 .layer(
                     TraceLayer::new_for_http()
@@ -108,6 +146,45 @@ pub fn app(state: AppState) -> Router {
                 .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, state.request_timeout)),
         )
         .with_state(state)
+}
+
+/// Longest client `x-request-id` kept.
+const REQUEST_ID_MAX: usize = 64;
+
+/// Removes a client's `x-request-id` unless it is one value of 1 to [`REQUEST_ID_MAX`]
+/// characters of `[A-Za-z0-9._:-]`, so a fresh UUID replaces it: the id goes into every log
+/// line and the upstream's request, and a client should not choose what they hold.
+fn drop_unfit_request_id(mut request: Request) -> Request {
+    let mut ids = request.headers().get_all(REQUEST_ID).iter();
+    let fit = match (ids.next(), ids.next()) {
+        (Some(id), None) => is_fit_request_id(id.as_bytes()),
+        (None, None) => true,
+        _ => false,
+    };
+    if !fit {
+        request.headers_mut().remove(REQUEST_ID);
+    }
+    request
+}
+
+fn is_fit_request_id(id: &[u8]) -> bool {
+    (1..=REQUEST_ID_MAX).contains(&id.len())
+        && id.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+}
+
+/// Answers a webhook 503 at once when `--max-in-flight` are in flight, before its body is
+/// read: its sender retries, and the pool and memory go to those already admitted. The body is
+/// left unread, so the connection is closed after the answer.
+async fn shed(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let Ok(_permit) = state.in_flight.try_acquire() else {
+        let error = RelayError::Overloaded;
+        let outcome = error.outcome();
+        let mut response = error.into_response();
+        response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        response.extensions_mut().insert(Labels { message_type: metrics::message_type_label(None), outcome });
+        return response;
+    };
+    next.run(request).await
 }
 
 /// The request span; the webhook handler fills in the Vapi fields as it learns them.
@@ -132,10 +209,34 @@ async fn healthz() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
 }
 
+/// How long a readiness answer is reused.
+const READY_FRESH: Duration = Duration::from_secs(1);
+
+/// The last readiness answer and when it was made. Probes take the lock in turn: while one
+/// checks the database the others wait, then reuse its answer, so a probe flood costs one
+/// pooled connection per [`READY_FRESH`].
+#[derive(Default)]
+pub struct ReadyCache(Mutex<Option<(Instant, StatusCode, serde_json::Value)>>);
+
 async fn readyz(State(state): State<AppState>) -> Response {
+    let mut last = state.ready.0.lock().await;
+    let (status, body) = match &*last {
+        Some((at, status, body)) if at.elapsed() < READY_FRESH => (*status, body.clone()),
+        _ => {
+            let (status, body) = check_ready(&state).await;
+            *last = Some((Instant::now(), status, body.clone()));
+            (status, body)
+        }
+    };
+    drop(last);
+    (status, Json(body)).into_response()
+}
+
+async fn check_ready(state: &AppState) -> (StatusCode, serde_json::Value) {
+    metrics::record_ready_check();
     let expected = &*state.expected_extension_version;
     let checked = tokio::time::timeout(db::READY_CHECK_TIMEOUT, state.db.extension_version()).await;
-    let (status, body) = match checked {
+    match checked {
         Ok(Ok(Some(version))) if version == expected => {
             (StatusCode::OK, json!({ "status": "ready", "extension_version": version }))
         }
@@ -160,8 +261,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
             tracing::warn!("readiness check timed out");
             (StatusCode::SERVICE_UNAVAILABLE, json!({ "status": "not_ready", "reason": "database check timed out" }))
         }
-    };
-    (status, Json(body)).into_response()
+    }
 }
 
 async fn render_metrics(State(state): State<AppState>) -> impl IntoResponse {
@@ -297,6 +397,28 @@ pub(crate) mod tests {
         assert_eq!(status, StatusCode::OK);
         assert_eq!(body["status"], "ok");
         assert!(headers.contains_key(REQUEST_ID), "request id is propagated");
+    }
+
+    #[tokio::test]
+    async fn a_fit_request_id_is_kept_and_any_other_replaced_by_a_uuid() {
+        let with_id = |ids: &[&str]| {
+            let mut request = Request::get("/healthz");
+            for id in ids {
+                request = request.header(REQUEST_ID, *id);
+            }
+            request.body(Body::empty()).unwrap()
+        };
+        let longest = "a".repeat(64);
+        for id in ["req-42", "Req_1.2:3", longest.as_str(), "0"] {
+            let (_, headers, _) = send(with_id(&[id])).await;
+            assert_eq!(headers[REQUEST_ID], id);
+        }
+        let too_long = "a".repeat(65);
+        for ids in [&["has space"][..], &["semi;colon"], &["é"], &[""], &[too_long.as_str()], &["a", "b"]] {
+            let (_, headers, _) = send(with_id(ids)).await;
+            let id = headers[REQUEST_ID].to_str().unwrap();
+            assert!(id.len() == 36 && id.split('-').count() == 5, "{ids:?} replaced by a UUID, got {id}");
+        }
     }
 
     #[tokio::test]

@@ -9,6 +9,7 @@ use axum::http::HeaderName;
 use clap::error::ErrorKind;
 use clap::{ArgAction, CommandFactory, Parser, ValueEnum};
 
+use crate::json_scan::JsonLimits;
 use crate::upstream::UpstreamUrl;
 use crate::verify::{
     Algorithm, Encoding, PlanError, PlanOptions, Secret, TenantCredentials, TimestampUnit, TokenScheme, Verifier,
@@ -18,6 +19,9 @@ use crate::verify::{
 /// Default `--body-limit`: a long call's end-of-call report (its messages, twice over, plus the
 /// transcript) passes 1 MiB.
 pub const DEFAULT_BODY_LIMIT: usize = 16 * 1024 * 1024;
+
+/// Default `--max-in-flight` per `--pool-size`.
+pub const IN_FLIGHT_PER_POOLED_CONNECTION: usize = 8;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -200,6 +204,53 @@ pub struct Config {
     /// Log output format; the level filter comes from RUST_LOG (default "info").
     #[arg(long, env = "VOXANNE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
     pub log_format: LogFormat,
+
+    // Limits at the edge against denial of service (relay/README.md, "Limits").
+    /// Address of a second listener for /metrics, /healthz and /readyz, which the webhook
+    /// listener then answers 404. Unset: all on `--listen`.
+    #[arg(long, env = "VOXANNE_ADMIN_LISTEN")]
+    pub admin_listen: Option<SocketAddr>,
+
+    /// Time a connection has to send a request's line and headers, counted from its accept or
+    /// from the first byte after a pause between requests; then it is closed (slow headers).
+    #[arg(long, env = "VOXANNE_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub header_read_timeout: Duration,
+
+    /// Time a keep-alive connection may wait, no request in flight, for its next request.
+    #[arg(long, env = "VOXANNE_IDLE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub idle_timeout: Duration,
+
+    /// Open connections per listener. Past it, new connections wait in the kernel's accept
+    /// queue until one closes (each is closed within the timeouts above when it sends nothing).
+    #[arg(long, env = "VOXANNE_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
+
+    /// Webhooks in flight; past it, 503 with Retry-After at once. Default: 8 per pooled
+    /// connection (64 with the default pool), beyond which a webhook would mostly wait for
+    /// `--pool-timeout` to be answered the same 503.
+    #[arg(long, env = "VOXANNE_MAX_IN_FLIGHT")]
+    pub max_in_flight: Option<usize>,
+
+    /// Deepest nesting of arrays and objects in a body (the top-level value is 1). Vapi's
+    /// deepest messages (tool schemas in an assistant in a call) stay under 20.
+    #[arg(long, env = "VOXANNE_JSON_MAX_DEPTH", default_value_t = 64)]
+    pub json_max_depth: usize,
+
+    /// Longest number literal in a body, in characters. A JavaScript double prints in at most
+    /// 24 (`-1.7976931348623157e+308`); Vapi's numbers are ids, timestamps, costs, seconds.
+    #[arg(long, env = "VOXANNE_JSON_MAX_NUMBER_LENGTH", default_value_t = 100)]
+    pub json_max_number_length: usize,
+
+    /// Largest exponent (either sign) of a number literal: every double (5e-324 to 1.8e308)
+    /// fits. PostgreSQL prints numbers in full, so `1e131071` becomes 131,072 digits.
+    #[arg(long, env = "VOXANNE_JSON_MAX_EXPONENT", default_value_t = 400)]
+    pub json_max_exponent: u64,
+
+    /// Largest sum of the exponents' magnitudes over a body's numbers: what the exponents add,
+    /// at most, to the text PostgreSQL prints for the body (without it, 16 MiB of `1e400`
+    /// prints as 1.1 GB).
+    #[arg(long, env = "VOXANNE_JSON_MAX_NUMBER_EXPANSION", default_value_t = 1024 * 1024)]
+    pub json_max_number_expansion: u64,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -249,6 +300,12 @@ impl Config {
             ("pool-timeout", self.pool_timeout.is_zero()),
             ("worker-threads", self.worker_threads == 0),
             ("upstream-timeout", self.upstream_timeout.is_zero()),
+            ("header-read-timeout", self.header_read_timeout.is_zero()),
+            ("idle-timeout", self.idle_timeout.is_zero()),
+            ("max-connections", self.max_connections == 0),
+            ("max-in-flight", self.max_in_flight == Some(0)),
+            ("json-max-depth", self.json_max_depth == 0),
+            ("json-max-number-length", self.json_max_number_length == 0),
         ] {
             if zero {
                 return Err(ConfigError::Zero(name));
@@ -309,6 +366,21 @@ impl Config {
         Ok(Verifier::new(bearer, legacy, hmac, self.require_hmac, tenants))
     }
 
+    /// `--max-in-flight`, or its default from the pool size.
+    pub fn max_in_flight(&self) -> usize {
+        self.max_in_flight.unwrap_or(IN_FLIGHT_PER_POOLED_CONNECTION * self.pool_size)
+    }
+
+    /// The bounds on a body's JSON.
+    pub fn json_limits(&self) -> JsonLimits {
+        JsonLimits {
+            max_depth: self.json_max_depth,
+            max_number_length: self.json_max_number_length,
+            max_exponent: self.json_max_exponent,
+            max_number_expansion: self.json_max_number_expansion,
+        }
+    }
+
     /// The connection settings the pool uses: the connection string plus the relay's
     /// `application_name`, `statement_timeout` and (when unset) connect timeout.
     pub fn pg_config(&self) -> tokio_postgres::Config {
@@ -358,7 +430,16 @@ mod tests {
         assert_eq!(c.hmac_tolerance, Duration::from_secs(300));
         assert_eq!(c.expected_extension_version, env!("CARGO_PKG_VERSION"));
         assert_eq!(c.db_application_name, "voxanne-relay");
+        assert_eq!(c.admin_listen, None);
+        assert_eq!((c.header_read_timeout, c.idle_timeout), (Duration::from_secs(10), Duration::from_secs(60)));
+        assert_eq!((c.max_connections, c.max_in_flight()), (1024, 64));
+        assert_eq!(
+            c.json_limits(),
+            JsonLimits { max_depth: 64, max_number_length: 100, max_exponent: 400, max_number_expansion: 1 << 20 }
+        );
         assert_eq!(c.validate(), Ok(()));
+        let c = parse(&["--webhook-secrets", "a", "--pool-size", "3"]).unwrap();
+        assert_eq!(c.max_in_flight(), 24, "sized from the pool");
     }
 
     #[test]
@@ -386,6 +467,10 @@ mod tests {
         let c = parse(&["--webhook-secrets", "a", "--worker-threads", "0"]).unwrap();
         assert_eq!(c.validate(), Err(ConfigError::Zero("worker-threads")));
         assert!(parse(&["--webhook-secrets", "a", "--statement-timeout", "soon"]).is_err());
+        let c = parse(&["--webhook-secrets", "a", "--max-in-flight", "0"]).unwrap();
+        assert_eq!(c.validate(), Err(ConfigError::Zero("max-in-flight")));
+        let c = parse(&["--webhook-secrets", "a", "--header-read-timeout", "0s"]).unwrap();
+        assert_eq!(c.validate(), Err(ConfigError::Zero("header-read-timeout")));
         let c = parse(&["--webhook-secrets", "a", "--upstream-timeout", "0s"]).unwrap();
         assert_eq!(c.validate(), Err(ConfigError::Zero("upstream-timeout")));
         let upstream = ["--webhook-secrets", "a", "--upstream-url", "http://127.0.0.1:9000/vapi"];

@@ -8,6 +8,7 @@
 //! | `Forbidden` (42501)            | 403    | `{"code": sqlstate, "message": db}`    |
 //! | `Rejected` (class 22, 42704..) | 422    | `{"code": sqlstate, "message": db}`    |
 //! | `Unavailable` (transient)      | 503    | `{"code": .., "message": "temporarily unavailable, retry"}` |
+//! | `Overloaded` (`--max-in-flight`) | 503  | `{"code": "overloaded", "message": "temporarily unavailable, retry"}` |
 //! | `Internal`                     | 500    | `{"message": "internal error"}`        |
 //!
 //! Internal details never reach the client: the response carries the error as an extension and
@@ -25,6 +26,8 @@ use crate::db::{BoxError, DbError};
 use crate::verify::VerifyError;
 
 pub const RETRY_MESSAGE: &str = "temporarily unavailable, retry";
+/// The `code` of a webhook shed by `--max-in-flight`.
+pub const OVERLOADED: &str = "overloaded";
 
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
@@ -49,6 +52,10 @@ pub enum RelayError {
     #[error("unavailable ({code}): {source}")]
     Unavailable { code: String, source: BoxError },
 
+    /// `--max-in-flight` webhooks are in flight already.
+    #[error("too many webhooks in flight")]
+    Overloaded,
+
     #[error("internal error at {location}: {source}")]
     Internal { source: BoxError, location: &'static Location<'static> },
 }
@@ -70,7 +77,7 @@ impl RelayError {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Forbidden { .. } => StatusCode::FORBIDDEN,
             Self::Rejected { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable { .. } | Self::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -84,6 +91,7 @@ impl RelayError {
             Self::Forbidden { .. } => "forbidden",
             Self::Rejected { .. } => "rejected",
             Self::Unavailable { .. } => "unavailable",
+            Self::Overloaded => "overloaded",
             Self::Internal { .. } => "internal",
         }
     }
@@ -113,6 +121,7 @@ impl IntoResponse for RelayError {
                 json!({ "code": code, "message": message })
             }
             Self::Unavailable { code, .. } => json!({ "code": code, "message": RETRY_MESSAGE }),
+            Self::Overloaded => json!({ "code": OVERLOADED, "message": RETRY_MESSAGE }),
             Self::Internal { .. } => json!({ "message": "internal error" }),
         };
         let mut response = (status, Json(body)).into_response();
@@ -174,6 +183,16 @@ mod tests {
         let bytes = response.into_body().collect().await.unwrap().to_bytes();
         let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(body, json!({ "code": "40001", "message": RETRY_MESSAGE }));
+    }
+
+    #[tokio::test]
+    async fn overload_is_503_with_retry_after() {
+        let response = RelayError::Overloaded.into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(body, json!({ "code": "overloaded", "message": RETRY_MESSAGE }));
     }
 
     #[tokio::test]

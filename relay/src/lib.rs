@@ -9,6 +9,8 @@ pub mod app;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod json_scan;
+pub mod limits;
 pub mod metrics;
 pub mod reply;
 #[cfg(feature = "testing")]
@@ -19,10 +21,20 @@ pub mod webhook;
 
 use std::future::Future;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use axum::body::Body;
+use axum::Router;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::signal;
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tower::ServiceExt;
+
+use limits::{Activity, ConnectionLimits, Watched};
 
 pub use app::{app, AppState};
 pub use config::Config;
@@ -30,6 +42,8 @@ pub use error::RelayError;
 
 /// How often the metrics recorder's housekeeping runs.
 const METRICS_UPKEEP: Duration = Duration::from_secs(5);
+/// Pause after a failed accept (out of file descriptors, say) before the next.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// The relay process once its flags are read and its logging is set up: the runtime `config`
 /// asks for, the pool, the listener, the extension check, then [`serve`] until SIGTERM or
@@ -60,6 +74,16 @@ async fn start(config: Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let admin = match config.admin_listen {
+        Some(addr) => match TcpListener::bind(addr).await {
+            Ok(listener) => Some(listener),
+            Err(e) => {
+                tracing::error!(error = %e, admin_listen = %addr, "could not listen");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => None,
+    };
     tracing::info!(?config, "starting");
     match state.db.extension_version().await {
         Ok(Some(v)) if v == config.expected_extension_version => {
@@ -72,9 +96,9 @@ async fn start(config: Config) -> ExitCode {
         ),
         Err(e) => tracing::warn!(error = %e, "database not reachable yet; /readyz reports not ready"),
     }
-    tracing::info!(listen = %config.listen, path = %config.webhook_path, "listening");
+    tracing::info!(listen = %config.listen, admin_listen = ?config.admin_listen, path = %config.webhook_path, "listening");
 
-    match serve(listener, state, shutdown_signal()).await {
+    match serve(listener, admin, state, shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "server failed");
@@ -114,10 +138,17 @@ pub fn runtime(config: &Config) -> std::io::Result<tokio::runtime::Runtime> {
     }
 }
 
-/// Serves `app(state)` on `listener` until `shutdown` completes, then stops accepting, lets the
-/// requests in flight finish, and closes the database pool.
+/// Serves `app(state)` on `listener` (or, with an `admin` listener, the webhook there and the
+/// admin endpoints on `admin`) until `shutdown` completes, then stops accepting, lets the
+/// requests in flight finish, and closes the database pool. Each listener holds at most
+/// `--max-connections` open; past it, new connections wait in the kernel's accept queue rather
+/// than being accepted and closed: a genuine client is then served, in its turn, as soon as a
+/// connection closes, and the header-read and idle timeouts see to it that connections which
+/// send nothing close soon. HTTP/1.1 only: h2c would need its own limits for what a client can
+/// open on one connection, and Vapi's deliveries are single requests.
 pub async fn serve(
     listener: TcpListener,
+    admin: Option<TcpListener>,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
@@ -129,11 +160,101 @@ pub async fn serve(
             handle.run_upkeep();
         }
     });
-    let served = axum::serve(listener, app(state.clone())).with_graceful_shutdown(shutdown).await;
+    let (stop, stopped) = watch::channel(false);
+    let signal = async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    };
+    let graceful = GracefulShutdown::new();
+    let limits = state.connection_limits;
+    let (public, admin_app) = match admin {
+        Some(_) => (app::webhook_app(state.clone()), Some(app::admin_app(state.clone()))),
+        None => (app(state.clone()), None),
+    };
+    let admin_loop = async {
+        if let (Some(listener), Some(router)) = (admin, admin_app) {
+            accept_loop(listener, "admin", router, limits, &graceful, stopped.clone()).await;
+        }
+    };
+    tokio::join!(signal, accept_loop(listener, "webhook", public, limits, &graceful, stopped.clone()), admin_loop);
+    graceful.shutdown().await;
     upkeep.abort();
     state.db.close();
     tracing::info!("stopped; database pool closed");
-    served
+    Ok(())
+}
+
+/// Accepts connections on `listener` while a permit is free, until `stopped` turns true; then
+/// drops the listener, so new connections are refused.
+async fn accept_loop(
+    listener: TcpListener,
+    name: &'static str,
+    router: Router,
+    limits: ConnectionLimits,
+    graceful: &GracefulShutdown,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    loop {
+        let accepted = tokio::select! {
+            _ = stopped.wait_for(|stop| *stop) => return,
+            accepted = async {
+                let permit = permits.clone().acquire_owned().await.expect("the semaphore is never closed");
+                (permit, listener.accept().await)
+            } => accepted,
+        };
+        match accepted {
+            (permit, Ok((stream, _))) => {
+                tokio::spawn(connection(stream, name, router.clone(), limits, permit, graceful.watcher()));
+            }
+            (_, Err(e)) => {
+                tracing::warn!(error = %e, listener = name, "accept failed");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+            }
+        }
+    }
+}
+
+/// Serves one connection until it ends, or its deadline passes (limits.rs), or, after a
+/// shutdown signal, its request in flight is answered.
+async fn connection(
+    stream: TcpStream,
+    listener: &'static str,
+    router: Router,
+    limits: ConnectionLimits,
+    permit: OwnedSemaphorePermit,
+    watcher: Watcher,
+) {
+    metrics::record_connection(listener, 1.0);
+    let activity = Activity::new();
+    let io = TokioIo::new(Watched::new(stream, activity.clone()));
+    let service = {
+        let activity = activity.clone();
+        hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+            let busy = activity.busy();
+            let response = router.clone().oneshot(request.map(Body::new));
+            async move {
+                let response = response.await;
+                drop(busy);
+                response
+            }
+        })
+    };
+    // hyper's own header_read_timeout stays off (no timer): see limits.rs
+    let served = watcher.watch(hyper::server::conn::http1::Builder::new().serve_connection(io, service));
+    tokio::select! {
+        served = served => {
+            if let Err(e) = served {
+                tracing::debug!(error = %e, listener, "connection ended with an error");
+            }
+        }
+        expired = activity.expired(&limits) => {
+            metrics::record_connection_timeout(listener, expired);
+            tracing::debug!(listener, phase = expired.label(), "connection closed by its deadline");
+        }
+    }
+    metrics::record_connection(listener, -1.0);
+    drop(permit);
 }
 
 #[cfg(test)]

@@ -13,6 +13,12 @@ pub const REQUESTS: &str = "voxanne_relay_webhook_requests_total";
 pub const LATENCY: &str = "voxanne_relay_webhook_duration_seconds";
 /// Transient database failures retried, labelled `code`.
 pub const DB_RETRIES: &str = "voxanne_relay_db_retries_total";
+/// Database checks behind /readyz (each answer is reused for a second).
+pub const READY_CHECKS: &str = "voxanne_relay_ready_checks_total";
+/// Open connections, labelled `listener` (`webhook`, `admin`).
+pub const CONNECTIONS: &str = "voxanne_relay_connections";
+/// Connections closed by a deadline, labelled `listener` and `phase` (`headers`, `idle`).
+pub const CONNECTION_TIMEOUTS: &str = "voxanne_relay_connection_timeouts_total";
 pub const POOL_MAX_SIZE: &str = "voxanne_relay_db_pool_max_size";
 pub const POOL_SIZE: &str = "voxanne_relay_db_pool_size";
 pub const POOL_IN_USE: &str = "voxanne_relay_db_pool_in_use";
@@ -70,6 +76,9 @@ fn describe() {
     metrics::describe_counter!(REQUESTS, "Webhook requests by Vapi message type and outcome.");
     metrics::describe_histogram!(LATENCY, metrics::Unit::Seconds, "Webhook request latency by outcome.");
     metrics::describe_counter!(DB_RETRIES, "Transient database failures retried once, by code.");
+    metrics::describe_counter!(READY_CHECKS, "Database checks made to answer /readyz.");
+    metrics::describe_gauge!(CONNECTIONS, "Open HTTP connections, by listener.");
+    metrics::describe_counter!(CONNECTION_TIMEOUTS, "Connections closed by the header-read or idle timeout.");
     metrics::describe_gauge!(POOL_MAX_SIZE, "Configured maximum of pooled database connections.");
     metrics::describe_gauge!(POOL_SIZE, "Open pooled database connections.");
     metrics::describe_gauge!(POOL_IN_USE, "Pooled database connections checked out.");
@@ -87,6 +96,19 @@ pub fn message_type_label(message_type: Option<&str>) -> &'static str {
 pub fn record_webhook(message_type: &'static str, outcome: &'static str, elapsed: Duration) {
     metrics::counter!(REQUESTS, "message_type" => message_type, "outcome" => outcome).increment(1);
     metrics::histogram!(LATENCY, "outcome" => outcome).record(elapsed.as_secs_f64());
+}
+
+pub fn record_ready_check() {
+    metrics::counter!(READY_CHECKS).increment(1);
+}
+
+/// A connection opened (`+1.0`) or closed (`-1.0`) on `listener`.
+pub fn record_connection(listener: &'static str, delta: f64) {
+    metrics::gauge!(CONNECTIONS, "listener" => listener).increment(delta);
+}
+
+pub fn record_connection_timeout(listener: &'static str, expired: crate::limits::Expired) {
+    metrics::counter!(CONNECTION_TIMEOUTS, "listener" => listener, "phase" => expired.label()).increment(1);
 }
 
 pub fn record_pool(status: deadpool_postgres::Status) {

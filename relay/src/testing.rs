@@ -55,6 +55,8 @@ pub fn http_client(connections: usize) -> reqwest::Client {
 /// A relay running in this process; dropping it signals shutdown.
 pub struct Relay {
     pub base: String,
+    /// The admin listener's, with `--admin-listen` (`127.0.0.1:0` for an ephemeral port).
+    pub admin_base: Option<String>,
     pub http: reqwest::Client,
     pub state: AppState,
     shutdown: Option<oneshot::Sender<()>>,
@@ -73,6 +75,12 @@ impl Relay {
         let listener = std::net::TcpListener::bind(config.listen).expect("bind");
         listener.set_nonblocking(true).expect("a non-blocking listener");
         let addr = listener.local_addr().unwrap();
+        let admin = config.admin_listen.map(|admin| {
+            let listener = std::net::TcpListener::bind(admin).expect("bind the admin listener");
+            listener.set_nonblocking(true).expect("a non-blocking listener");
+            listener
+        });
+        let admin_base = admin.as_ref().map(|l| format!("http://{}", l.local_addr().unwrap()));
         let (tx, rx) = oneshot::channel::<()>();
         let (done, finished) = oneshot::channel();
         let runtime = crate::runtime(&config).expect("the relay's runtime");
@@ -80,7 +88,8 @@ impl Relay {
         let thread = std::thread::spawn(move || {
             let result = runtime.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(listener)?;
-                crate::serve(listener, serving, async {
+                let admin = admin.map(tokio::net::TcpListener::from_std).transpose()?;
+                crate::serve(listener, admin, serving, async {
                     let _ = rx.await;
                 })
                 .await
@@ -89,6 +98,7 @@ impl Relay {
         });
         Relay {
             base: format!("http://{addr}"),
+            admin_base,
             http: http_client(128),
             state,
             shutdown: Some(tx),
@@ -99,6 +109,11 @@ impl Relay {
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
+    }
+
+    /// `path` on the listener of the admin endpoints: the admin one when there is one.
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("{}{}", self.admin_base.as_deref().unwrap_or(&self.base), path)
     }
 
     pub fn webhook_url(&self) -> String {
@@ -137,7 +152,8 @@ impl Relay {
 
     /// The Prometheus text of /metrics.
     pub async fn metrics(&self) -> String {
-        self.get("/metrics").await.text().await.expect("metrics body")
+        let response = self.http.get(self.admin_url("/metrics")).send().await.expect("the relay answers");
+        response.text().await.expect("metrics body")
     }
 
     /// Sum of `voxanne_relay_db_retries_total` over its labels: the transient failures the

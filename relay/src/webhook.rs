@@ -22,6 +22,7 @@ use tracing::Span;
 use crate::app::AppState;
 use crate::db::{Answer, DbError};
 use crate::error::RelayError;
+use crate::json_scan::{self, Excess, JsonLimits};
 use crate::metrics;
 use crate::reply::{self, Reply};
 use crate::verify::{Credential, HeaderCheck, VerifyError};
@@ -48,11 +49,11 @@ pub async fn webhook(State(state): State<AppState>, headers: HeaderMap, body: Bo
     let span = Span::current();
     let (message_type, result, unread) = match receive(&state, &headers, body).await {
         Err(Refusal { error, unread }) => (metrics::message_type_label(None), Err(error), unread),
-        Ok((bytes, credential)) => match Request::parse(&bytes) {
+        Ok((bytes, credential)) => match Request::parse(&bytes, &state.json_limits) {
             Err(error) => (metrics::message_type_label(None), Err(error), false),
             Ok(request) => {
                 let label = request.record(&span);
-                (label, answer(&state, &headers, &bytes, request.text, credential, &span).await, false)
+                (label, answer(&state, &headers, &bytes, &request, credential, &span).await, false)
             }
         },
     };
@@ -185,11 +186,11 @@ async fn answer(
     state: &AppState,
     headers: &HeaderMap,
     bytes: &Bytes,
-    text: &str,
+    request: &Request<'_>,
     credential: Credential,
     span: &Span,
 ) -> Result<(Reply, &'static str), RelayError> {
-    let mut json = deliver(state, text, credential).await?;
+    let mut json = deliver(state, request, credential).await?;
     if let Some(org_id) = Answer::of(&json).org_id {
         span.record("org_id", org_id);
     }
@@ -207,6 +208,8 @@ async fn answer(
 struct Request<'a> {
     text: &'a str,
     envelope: Envelope<'a>,
+    /// Within the bounds on depth and numbers (json_scan.rs), or why not.
+    bounded: Result<(), Excess>,
 }
 
 /// The parts of a Vapi message the relay looks at, for logs and metrics only; the database
@@ -261,16 +264,24 @@ impl Request<'_> {
 }
 
 impl<'a> Request<'a> {
-    /// An authenticated body's UTF-8 and JSON syntax, in this order.
-    fn parse(body: &'a [u8]) -> Result<Self, RelayError> {
+    /// An authenticated body's UTF-8 and JSON syntax, in this order, then its bounds. A body out
+    /// of bounds is JSON that PostgreSQL would refuse or pay dearly for: it is bad input, kept
+    /// in the dead letter and answered 422 like the database's own refusals (`deliver`).
+    fn parse(body: &'a [u8], limits: &JsonLimits) -> Result<Self, RelayError> {
         let text = std::str::from_utf8(body).map_err(|e| RelayError::bad_request(format!("body is not UTF-8: {e}")))?;
-        Ok(Request { text, envelope: Envelope::read(text)? })
+        let envelope = Envelope::read(text)?;
+        Ok(Request { text, envelope, bounded: json_scan::check(text, limits) })
     }
 }
 
-/// The database's answer, or the error to send; a body refused as bad input, or as another
-/// org's for a tenant's credential, is stored first.
-async fn deliver(state: &AppState, text: &str, credential: Credential) -> Result<Value, RelayError> {
+/// The database's answer, or the error to send; a body refused as bad input (by the bounds or
+/// the database), or as another org's for a tenant's credential, is stored first.
+async fn deliver(state: &AppState, request: &Request<'_>, credential: Credential) -> Result<Value, RelayError> {
+    let text = request.text;
+    if let Err(Excess { code, message }) = &request.bounded {
+        let rejected = |code, message| RelayError::Rejected { code, message };
+        return Err(dead_letter(state, text, code.to_string(), message.clone(), rejected).await);
+    }
     match state.db.handle_vapi_message(text, credential.digest()).await {
         Ok(json) => Ok(json),
         Err(DbError::Permanent { code, message }) => {
@@ -397,8 +408,11 @@ mod tests {
         ] {
             assert!(reaches_the_database(body).await, "{body}");
         }
+        // past serde_json's recursion limit (128), within a raised --json-max-depth: no 400
         let deep = format!(r#"{{"message":{{"type":"hang","x":{}{}}}}}"#, "[".repeat(400), "]".repeat(400));
-        assert!(reaches_the_database(&deep).await, "nesting deeper than serde_json's recursion limit");
+        let (status, _, json) =
+            send_to(state_with(&["--json-max-depth", "1000"]), post(deep, &[(SECRET_HEADER, "s3cret")])).await;
+        assert_eq!((status, &json["code"]), (StatusCode::SERVICE_UNAVAILABLE, &db::CANNOT_CONNECT.into()));
     }
 
     async fn labels_of(body: &str, headers: &[(&str, &str)]) -> Labels {
