@@ -19,9 +19,16 @@ pub fn database_url() -> String {
     )
 }
 
-/// A relay on the test database (`voxanne_relay::testing::config` plus `extra` flags).
+/// The database the test relays use: `VOXANNE_RELAY_TEST_DATABASE_URL` when set (bin/test
+/// points it at a PgBouncer in front of the test database, with `VOXANNE_RELAY_TEST_POOLER`),
+/// else the test database itself. Setup and assertions always go direct ([`db`]).
+pub fn relay_database_url() -> String {
+    std::env::var("VOXANNE_RELAY_TEST_DATABASE_URL").unwrap_or_else(|_| database_url())
+}
+
+/// A relay on [`relay_database_url`] (`voxanne_relay::testing::config` plus `extra` flags).
 pub async fn start_relay(extra: &[&str]) -> Relay {
-    Relay::start(&database_url(), extra).await
+    Relay::start(&relay_database_url(), extra).await
 }
 
 /// A direct connection for setup and assertions.
