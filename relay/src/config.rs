@@ -10,6 +10,8 @@ use clap::error::ErrorKind;
 use clap::{ArgAction, CommandFactory, Parser, ValueEnum};
 
 use crate::json_scan::JsonLimits;
+
+use crate::tls::{CaFile, DatabaseUrl, SslMode};
 use crate::upstream::UpstreamUrl;
 use crate::verify::{
     Algorithm, Encoding, PlanError, PlanOptions, Secret, TenantCredentials, TimestampUnit, TokenScheme, Verifier,
@@ -23,6 +25,17 @@ pub const DEFAULT_BODY_LIMIT: usize = 16 * 1024 * 1024;
 /// Default `--max-in-flight` per `--pool-size`.
 pub const IN_FLIGHT_PER_POOLED_CONNECTION: usize = 8;
 
+/// How the relay's sessions reach PostgreSQL (`--pooler-mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PoolerMode {
+    /// Cached prepared statements; `statement_timeout` sent once, at connection.
+    Session,
+    /// Unnamed statements, each in a transaction that sets `statement_timeout` locally: a
+    /// pooler in transaction mode hands each transaction to any server connection, and refuses
+    /// startup `options`.
+    Transaction,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     /// Human-readable lines.
@@ -35,9 +48,22 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Parser)]
 #[command(name = "voxanne-relay", version, about, max_term_width = 100)]
 pub struct Config {
-    /// PostgreSQL connection string (libpq `key=value` form or `postgres://` URL).
-    #[arg(long, env = "VOXANNE_DATABASE_URL", value_parser = parse_pg_config, hide_env_values = true)]
-    pub database_url: tokio_postgres::Config,
+    /// PostgreSQL connection string (libpq `key=value` form or `postgres://` URL). `sslmode`
+    /// (disable, prefer, require, verify-ca, verify-full; default prefer) and `sslrootcert` (a
+    /// PEM file of CA certificates) as in libpq.
+    #[arg(long, env = "VOXANNE_DATABASE_URL", value_parser = DatabaseUrl::parse, hide_env_values = true)]
+    pub database_url: DatabaseUrl,
+
+    /// CA certificates (PEM) the database server's certificate must chain to: the connection
+    /// string's `sslrootcert`, as a flag (give one or the other).
+    #[arg(long, env = "VOXANNE_DB_CA_FILE", value_name = "PATH", value_parser = CaFile::parse_flag)]
+    pub db_ca_file: Option<CaFile>,
+
+    /// `session`: the relay's sessions are its own (direct, or a pooler in session mode).
+    /// `transaction`: behind a pooler in transaction mode (PgBouncer, Supavisor on port 6543),
+    /// with no prepared statement and no session setting.
+    #[arg(long, env = "VOXANNE_POOLER_MODE", value_enum, default_value_t = PoolerMode::Session)]
+    pub pooler_mode: PoolerMode,
 
     /// Address to listen on.
     #[arg(long, env = "VOXANNE_LISTEN", default_value = "127.0.0.1:8787")]
@@ -271,6 +297,12 @@ pub enum ConfigError {
     Zero(&'static str),
     #[error("with --upstream-url, --upstream-timeout must be shorter than --request-timeout, or the request times out (503) before the reply is sent")]
     UpstreamTimeout,
+    #[error(
+        "the CA file is given twice: set sslrootcert in --database-url or --db-ca-file (VOXANNE_DB_CA_FILE), not both"
+    )]
+    CaFileTwice,
+    #[error("sslmode={0} checks the server's certificate against a CA: set sslrootcert in --database-url or --db-ca-file (VOXANNE_DB_CA_FILE)")]
+    NoCaFile(&'static str),
 }
 
 impl Config {
@@ -313,6 +345,13 @@ impl Config {
         }
         if self.upstream_url.is_some() && self.upstream_timeout >= self.request_timeout {
             return Err(ConfigError::UpstreamTimeout);
+        }
+        if self.database_url.ca.is_some() && self.db_ca_file.is_some() {
+            return Err(ConfigError::CaFileTwice);
+        }
+        let mode = self.database_url.ssl_mode;
+        if matches!(mode, SslMode::VerifyCa | SslMode::VerifyFull) && self.db_ca().is_none() {
+            return Err(ConfigError::NoCaFile(mode.as_str()));
         }
         Ok(())
     }
@@ -381,26 +420,30 @@ impl Config {
         }
     }
 
+    /// The CA file, from the connection string or the flag.
+    pub fn db_ca(&self) -> Option<&CaFile> {
+        self.database_url.ca.as_ref().or(self.db_ca_file.as_ref())
+    }
+
     /// The connection settings the pool uses: the connection string plus the relay's
-    /// `application_name`, `statement_timeout` and (when unset) connect timeout.
+    /// `application_name`, (when unset) connect timeout and, in session mode, `statement_timeout`
+    /// (in transaction mode each statement sets it: db.rs).
     pub fn pg_config(&self) -> tokio_postgres::Config {
-        let mut pg = self.database_url.clone();
+        let mut pg = (*self.database_url).clone();
         pg.application_name(&self.db_application_name);
-        let timeout = format!("-c statement_timeout={}", self.statement_timeout.as_millis());
-        let options = match pg.get_options() {
-            Some(existing) if !existing.trim().is_empty() => format!("{existing} {timeout}"),
-            _ => timeout,
-        };
-        pg.options(&options);
+        if self.pooler_mode == PoolerMode::Session {
+            let timeout = format!("-c statement_timeout={}", self.statement_timeout.as_millis());
+            let options = match pg.get_options() {
+                Some(existing) if !existing.trim().is_empty() => format!("{existing} {timeout}"),
+                _ => timeout,
+            };
+            pg.options(&options);
+        }
         if pg.get_connect_timeout().is_none() {
             pg.connect_timeout(self.connect_timeout);
         }
         pg
     }
-}
-
-fn parse_pg_config(s: &str) -> Result<tokio_postgres::Config, String> {
-    s.parse::<tokio_postgres::Config>().map_err(|e| format!("invalid connection string: {e}"))
 }
 
 #[cfg(test)]
@@ -520,9 +563,61 @@ mod tests {
         assert_eq!(pg.get_connect_timeout(), Some(&Duration::from_secs(3)));
 
         let mut c = c;
-        c.database_url = "host=h options='-c search_path=x' connect_timeout=7".parse().unwrap();
+        c.database_url = DatabaseUrl::parse("host=h options='-c search_path=x' connect_timeout=7").unwrap();
         let pg = c.pg_config();
         assert_eq!(pg.get_options(), Some("-c search_path=x -c statement_timeout=2500"));
         assert_eq!(pg.get_connect_timeout(), Some(&Duration::from_secs(7)));
     }
+
+    #[test]
+    fn transaction_pooler_mode_sends_no_session_setting_at_startup() {
+        let c = parse(&["--webhook-secrets", "a", "--pooler-mode", "transaction"]).unwrap();
+        assert_eq!(c.pooler_mode, PoolerMode::Transaction);
+        let pg = c.pg_config();
+        assert_eq!(pg.get_options(), None, "a pooler refuses startup options");
+        assert_eq!(pg.get_application_name(), Some("voxanne-relay"), "PgBouncer passes application_name on");
+        assert_eq!(parse(&["--webhook-secrets", "a"]).unwrap().pooler_mode, PoolerMode::Session);
+        assert!(parse(&["--webhook-secrets", "a", "--pooler-mode", "statement"]).is_err());
+    }
+
+    #[test]
+    fn verify_modes_need_one_ca_file() {
+        let ca = std::env::temp_dir().join(format!("voxanne-relay-config-ca-{}.pem", std::process::id()));
+        std::fs::write(&ca, TEST_CA).unwrap();
+        let ca = ca.to_str().unwrap();
+        let with_url = |url: &str, extra: &[&str]| {
+            let mut argv = vec!["voxanne-relay", "--webhook-secrets", "a", "--database-url", url];
+            argv.extend_from_slice(extra);
+            Config::try_parse_from(argv)
+        };
+        for mode in ["verify-ca", "verify-full"] {
+            let c = with_url(&format!("host=db sslmode={mode}"), &[]).unwrap();
+            assert!(matches!(c.validate(), Err(ConfigError::NoCaFile(m)) if m == mode), "{mode}");
+            let c = with_url(&format!("host=db sslmode={mode} sslrootcert={ca}"), &[]).unwrap();
+            assert_eq!(c.validate(), Ok(()));
+            let c = with_url(&format!("host=db sslmode={mode}"), &["--db-ca-file", ca]).unwrap();
+            assert_eq!(c.validate(), Ok(()));
+            assert_eq!(c.db_ca().unwrap().path, std::path::Path::new(ca));
+        }
+        let c = with_url(&format!("host=db sslrootcert={ca}"), &["--db-ca-file", ca]).unwrap();
+        assert_eq!(c.validate(), Err(ConfigError::CaFileTwice));
+        assert!(with_url("host=db", &["--db-ca-file", "/nonexistent.pem"]).is_err(), "read when parsed");
+        let c = with_url("host=db sslmode=require", &[]).unwrap();
+        assert_eq!(c.validate(), Ok(()), "require checks nothing without a CA file");
+        std::fs::remove_file(ca).unwrap();
+    }
+
+    /// A self-signed CA certificate (`openssl req -x509 -newkey ec -pkeyopt
+    /// ec_paramgen_curve:P-256 -subj /CN=test-ca -days 36500 -nodes`).
+    const TEST_CA: &str = "-----BEGIN CERTIFICATE-----
+MIIBejCCASGgAwIBAgIUBE7y5HgYKB/voc0NSfc5wy0atFQwCgYIKoZIzj0EAwIw
+EjEQMA4GA1UEAwwHdGVzdC1jYTAgFw0yNjEyMDIwODEwMDBaGA8yMTI2MTEwODA4
+MTAwMFowEjEQMA4GA1UEAwwHdGVzdC1jYTBZMBMGByqGSM49AgEGCCqGSM49AwEH
+A0IABFEFhXMblyUUY4wfBwQ9/I1XEa2crMWm37Nu7CdYLj/cbi3u8fjJayNMEzhV
+dgpjV78BGKfbGsN0/4GbnbgU0JajUzBRMB0GA1UdDgQWBBS7FVoC2NhATxHjct14
+1+Us9pJPyzAfBgNVHSMEGDAWgBS7FVoC2NhATxHjct141+Us9pJPyzAPBgNVHRMB
+Af8EBTADAQH/MAoGCCqGSM49BAMCA0cAMEQCIGxRGETYdWcqibu3jaYr79Kf1tOb
+Mma/qf5cyFwwx++sAiBY+mbIOM3iqfuMQfX+fqJFArahoaVFbimuz232ZRlRDw==
+-----END CERTIFICATE-----
+";
 }

@@ -1,17 +1,19 @@
 //! The pool and the relay's statements. A webhook is one statement,
 //! `voxanne.handle_vapi_message`; a body the database refuses as bad input is stored with
 //! `voxanne.record_rejected_event`. Errors are classified by SQLSTATE into permanent (bad input),
-//! transient (retried once here on a fresh connection, then 503) and internal.
+//! transient (retried once here on a fresh connection, then 503) and internal. How a statement
+//! is sent depends on `--pooler-mode` ([`Statements`]); what its failure means does not.
 
 use std::error::Error as StdError;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime};
 use serde::Deserialize;
-use tokio_postgres::types::{FromSqlOwned, ToSql};
-use tokio_postgres::NoTls;
+use tokio_postgres::types::{FromSqlOwned, ToSql, Type};
+use tokio_postgres::Row;
 
-use crate::config::Config;
+use crate::config::{Config, PoolerMode};
+use crate::tls;
 
 pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
 
@@ -20,13 +22,17 @@ pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
 pub const HANDLE_VAPI_MESSAGE: &str = "SELECT voxanne.handle_vapi_message($1::text::jsonb, $2::bytea)";
 
 /// The digests of every active tenant credential (verify/tenants.rs).
-pub const WEBHOOK_CREDENTIAL_DIGESTS: &str = "SELECT d FROM voxanne.webhook_credential_digests() AS d";
+/// One row either way, as every statement of the relay (`query_row`).
+pub const WEBHOOK_CREDENTIAL_DIGESTS: &str =
+    "SELECT coalesce(pg_catalog.array_agg(d), '{}') FROM voxanne.webhook_credential_digests() AS d";
 
 /// Keeps a body the database refused (permanent bad input) for later inspection.
 pub const RECORD_REJECTED_EVENT: &str =
     "SELECT voxanne.record_rejected_event(p_body => $1::text, p_sqlstate => $2, p_message => $3)";
 
-pub const EXTENSION_VERSION: &str = "SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'voxanne_ext'";
+/// One row, NULL when the extension is missing.
+pub const EXTENSION_VERSION: &str =
+    "SELECT (SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'voxanne_ext')";
 
 /// What `voxanne.handle_vapi_message` answers, as the relay reads it (built by the extension's
 /// `src/calls.rs`, `src/transcripts.rs` and `src/webhook.rs`): a handled message has
@@ -259,27 +265,54 @@ fn breaks_session(err: &tokio_postgres::Error) -> bool {
         || err.as_db_error().and_then(|db| lookup(db.code().code())).is_some_and(|row| row.breaks_session)
 }
 
-pub fn build_pool(config: &Config) -> Result<Pool, deadpool_postgres::BuildError> {
+/// How the relay's statements are sent (`--pooler-mode`).
+#[derive(Debug, Clone)]
+enum Statements {
+    /// Prepared once per session and cached; the session's `statement_timeout` came with the
+    /// connection's startup `options`.
+    Cached,
+    /// Unnamed statements, each wrapped in a transaction that opens with `begin`: its `SET LOCAL
+    /// statement_timeout` lasts only as long as the transaction, so a pooler that hands the
+    /// server connection to another client afterwards leaks no setting.
+    Unnamed { begin: String },
+}
+
+/// The pool and how its statements are sent: what [`build_pool`] makes and [`Db::new`] takes.
+pub struct DbPool {
+    pool: Pool,
+    statements: Statements,
+}
+
+pub fn build_pool(config: &Config) -> Result<DbPool, deadpool_postgres::BuildError> {
+    let tls = tls::connector(config.database_url.ssl_mode, config.db_ca());
     let manager =
-        Manager::from_config(config.pg_config(), NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
-    Pool::builder(manager)
+        Manager::from_config(config.pg_config(), tls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+    let pool = Pool::builder(manager)
         .max_size(config.pool_size)
         .runtime(Runtime::Tokio1)
         .wait_timeout(Some(config.pool_timeout))
         .create_timeout(Some(config.pool_timeout))
         .recycle_timeout(Some(config.pool_timeout))
-        .build()
+        .build()?;
+    let statements = match config.pooler_mode {
+        PoolerMode::Session => Statements::Cached,
+        PoolerMode::Transaction => Statements::Unnamed {
+            begin: format!("BEGIN; SET LOCAL statement_timeout = {}", config.statement_timeout.as_millis()),
+        },
+    };
+    Ok(DbPool { pool, statements })
 }
 
 /// The relay's view of the database. Cloning shares the pool.
 #[derive(Clone)]
 pub struct Db {
     pool: Pool,
+    statements: Statements,
 }
 
 impl Db {
-    pub fn new(pool: Pool) -> Self {
-        Self { pool }
+    pub fn new(pool: DbPool) -> Self {
+        Self { pool: pool.pool, statements: pool.statements }
     }
 
     pub fn pool(&self) -> &Pool {
@@ -293,31 +326,30 @@ impl Db {
         body: &str,
         credential: Option<&[u8]>,
     ) -> Result<serde_json::Value, DbError> {
-        let value: Option<serde_json::Value> = self.query_retrying(HANDLE_VAPI_MESSAGE, &[&body, &credential]).await?;
+        let value: Option<serde_json::Value> =
+            self.query_retrying(HANDLE_VAPI_MESSAGE, &[(&body, Type::TEXT), (&credential, Type::BYTEA)]).await?;
         value.ok_or_else(|| DbError::Internal("voxanne.handle_vapi_message returned NULL".into()))
     }
 
     /// Stores a refused body; returns the new row's id.
     pub async fn record_rejected_event(&self, body: &str, sqlstate: &str, message: &str) -> Result<i64, DbError> {
-        let id: Option<i64> = self.query_retrying(RECORD_REJECTED_EVENT, &[&body, &sqlstate, &message]).await?;
+        let params: &[(&(dyn ToSql + Sync), Type)] =
+            &[(&body, Type::TEXT), (&sqlstate, Type::TEXT), (&message, Type::TEXT)];
+        let id: Option<i64> = self.query_retrying(RECORD_REJECTED_EVENT, params).await?;
         id.ok_or_else(|| DbError::Internal("voxanne.record_rejected_event returned NULL".into()))
     }
 
     /// The digests of the active tenant credentials. Not retried: a miss asks again.
     pub async fn webhook_credential_digests(&self) -> Result<Vec<Vec<u8>>, DbError> {
         let client = self.pool.get().await?;
-        let stmt = client.prepare_cached(WEBHOOK_CREDENTIAL_DIGESTS).await?;
-        let rows = client.query(&stmt, &[]).await?;
-        Ok(rows.iter().map(|r| r.try_get(0)).collect::<Result<_, _>>()?)
+        Ok(self.query_row(&client, WEBHOOK_CREDENTIAL_DIGESTS, &[]).await?.try_get(0)?)
     }
 
     /// The installed `voxanne_ext` version, `None` when the extension is missing. Not retried:
     /// readiness should report what it sees.
     pub async fn extension_version(&self) -> Result<Option<String>, DbError> {
         let client = self.pool.get().await?;
-        let stmt = client.prepare_cached(EXTENSION_VERSION).await?;
-        let row = client.query_opt(&stmt, &[]).await?;
-        Ok(row.map(|r| r.try_get(0)).transpose()?)
+        Ok(self.query_row(&client, EXTENSION_VERSION, &[]).await?.try_get(0)?)
     }
 
     /// Closes the pool: waiting requests fail, idle connections are dropped.
@@ -328,7 +360,7 @@ impl Db {
     /// Runs a one-row, one-column statement; a transient failure is retried once on another
     /// connection. The statements are idempotent in the database (duplicates are recognised), so
     /// a retry after a lost commit acknowledgement is harmless.
-    async fn query_retrying<T: FromSqlOwned>(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<T, DbError> {
+    async fn query_retrying<T: FromSqlOwned>(&self, sql: &str, params: &[Param<'_>]) -> Result<T, DbError> {
         match self.query_once(sql, params).await {
             Err(DbError::Transient { code, source }) => {
                 tracing::warn!(sqlstate = %code, error = %source, "transient database failure; retrying once");
@@ -342,14 +374,9 @@ impl Db {
         }
     }
 
-    async fn query_once<T: FromSqlOwned>(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<T, DbError> {
+    async fn query_once<T: FromSqlOwned>(&self, sql: &str, params: &[Param<'_>]) -> Result<T, DbError> {
         let client = self.pool.get().await?;
-        let result = async {
-            let stmt = client.prepare_cached(sql).await?;
-            let row = client.query_one(&stmt, params).await?;
-            row.try_get::<_, T>(0)
-        }
-        .await;
+        let result = async { self.query_row(&client, sql, params).await?.try_get::<_, T>(0) }.await;
         match result {
             Ok(value) => Ok(value),
             Err(err) => {
@@ -361,7 +388,40 @@ impl Db {
             }
         }
     }
+
+    /// A statement's one row, sent as `--pooler-mode` asks.
+    async fn query_row(&self, client: &Object, sql: &str, params: &[Param<'_>]) -> Result<Row, tokio_postgres::Error> {
+        match &self.statements {
+            Statements::Cached => {
+                let stmt = client.prepare_cached(sql).await?;
+                let values: Vec<&(dyn ToSql + Sync)> = params.iter().map(|(value, _)| *value).collect();
+                client.query_one(&stmt, &values).await
+            }
+            // The three are sent before any answer is awaited (tokio-postgres writes a request
+            // when its future is first polled, and join polls them in order), so the
+            // transaction costs no round trip over a prepared statement's one: BEGIN and SET
+            // LOCAL are one simple query, the statement carries its parameter types (no
+            // Parse/Describe round trip first), and COMMIT follows. When the statement fails,
+            // the server skips to its Sync and the pipelined COMMIT ends the failed transaction
+            // as a ROLLBACK, so the session is idle again either way.
+            Statements::Unnamed { begin } => {
+                let (begun, row, committed) = tokio::join!(
+                    client.batch_execute(begin),
+                    client.query_typed_one(sql, params),
+                    client.batch_execute("COMMIT")
+                );
+                begun?;
+                let row = row?;
+                committed?;
+                Ok(row)
+            }
+        }
+    }
 }
+
+/// A statement's parameter and its type (the unnamed statements of transaction mode declare
+/// them instead of asking the server).
+type Param<'a> = (&'a (dyn ToSql + Sync), Type);
 
 /// The retry counter's label for `code` (see [`Code::named`]).
 fn retry_label(code: &str) -> &'static str {

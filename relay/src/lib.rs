@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod reply;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod tls;
 pub mod upstream;
 pub mod verify;
 pub mod webhook;

@@ -18,17 +18,23 @@ pub const SECRET: &str = "test-secret-current";
 /// An HMAC key, for the tests that add `--hmac-secrets`.
 pub const HMAC_KEY: &str = "test-hmac-key";
 
+/// Names the `--pooler-mode` of every test relay that does not set its own, so a suite can run
+/// again through a pooler (bin/test runs the relay's through PgBouncer in transaction mode).
+pub const POOLER_ENV: &str = "VOXANNE_RELAY_TEST_POOLER";
+
 /// A relay configuration for tests: `db_url`, the shared secret, a small pool, an ephemeral
-/// port, and answers that keep their org (the suites check every answer names its own; the
-/// default is tested in relay/tests/credentials.rs). `extra` flags are added, and replace the
-/// defaults they name.
+/// port, answers that keep their org (the suites check every answer names its own; the default
+/// is tested in relay/tests/credentials.rs), the pooler mode [`POOLER_ENV`] names. `extra`
+/// flags are added, and replace the defaults they name.
 pub fn config(db_url: &str, extra: &[&str]) -> Config {
+    let pooler_mode = std::env::var(POOLER_ENV).unwrap_or_else(|_| "session".into());
     let defaults = [
         ("--database-url", db_url),
         ("--webhook-secrets", SECRET),
         ("--listen", "127.0.0.1:0"),
         ("--pool-size", "4"),
         ("--answer-tenant-ids", "true"),
+        ("--pooler-mode", &pooler_mode),
     ];
     let mut argv = vec!["voxanne-relay"];
     for (flag, value) in defaults {

@@ -215,7 +215,7 @@ async fn every_hmac_plan_is_verified_as_vapi_signs_and_replays_are_refused() {
         assert_eq!(status, StatusCode::UNAUTHORIZED, "another body, {:?}", plan.flags);
         if !(plan.timestamp)().is_empty() {
             // a captured request replayed after the window, and one from the future
-            for ts in [unix_now() - 301, unix_now() + 301] {
+            for ts in [unix_now() - 301, unix_now() + 400] {
                 let ts = if plan.flags.contains(&"sha1") { (ts * 1000).to_string() } else { ts.to_string() };
                 let (status, json) = send(signed(&body, &ts, plan.key), body.clone()).await;
                 assert_eq!(status, StatusCode::UNAUTHORIZED, "{ts}: {json}");

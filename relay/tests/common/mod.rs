@@ -19,19 +19,83 @@ pub fn database_url() -> String {
     )
 }
 
-/// A relay on the test database (`voxanne_relay::testing::config` plus `extra` flags).
+/// The database the test relays use: `VOXANNE_RELAY_TEST_DATABASE_URL` when set (bin/test
+/// points it at a PgBouncer in front of the test database, with `VOXANNE_RELAY_TEST_POOLER`),
+/// else the test database itself. Setup and assertions always go direct ([`db`]).
+pub fn relay_database_url() -> String {
+    std::env::var("VOXANNE_RELAY_TEST_DATABASE_URL").unwrap_or_else(|_| database_url())
+}
+
+/// A relay on [`relay_database_url`] (`voxanne_relay::testing::config` plus `extra` flags).
 pub async fn start_relay(extra: &[&str]) -> Relay {
-    Relay::start(&database_url(), extra).await
+    Relay::start(&relay_database_url(), extra).await
 }
 
 /// A direct connection for setup and assertions.
 pub async fn db() -> tokio_postgres::Client {
+    db_at(&database_url()).await
+}
+
+/// A plain connection to `url` (a test's own cluster, on its Unix socket).
+pub async fn db_at(url: &str) -> tokio_postgres::Client {
     let (client, connection) =
-        tokio_postgres::connect(&database_url(), tokio_postgres::NoTls).await.expect("test database reachable");
+        tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap_or_else(|e| panic!("{url} reachable: {e}"));
     tokio::spawn(async move {
         let _ = connection.await;
     });
     client
+}
+
+/// The system PostgreSQL's binaries (`VOXANNE_PG_BIN`, as bin/lib.sh).
+pub fn pg_bin(program: &str) -> String {
+    let dir = std::env::var("VOXANNE_PG_BIN").unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".into());
+    format!("{dir}/{program}")
+}
+
+/// The port a test's own server listens on: `var` when set, else `default`.
+pub fn test_port(var: &str, default: u16) -> u16 {
+    std::env::var(var).ok().and_then(|p| p.parse().ok()).unwrap_or(default)
+}
+
+/// Runs `argv` as the `postgres` user (PostgreSQL and PgBouncer refuse root), as bin/lib.sh's
+/// `as_postgres`; panics with its output when it fails.
+pub fn as_postgres(argv: &[&str]) -> String {
+    let output = std::process::Command::new("runuser")
+        .args(["-u", "postgres", "--"])
+        .args(argv)
+        .output()
+        .unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "{argv:?} failed: {text}");
+    text
+}
+
+/// A directory of the test's own under the temp dir, owned by `postgres` (whose servers keep
+/// their files there); removed on drop.
+pub struct Scratch {
+    pub path: std::path::PathBuf,
+}
+
+impl Scratch {
+    pub fn new(name: &str) -> Scratch {
+        let path = std::env::temp_dir().join(format!("voxanne-relay-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("create the scratch directory");
+        let status = std::process::Command::new("chown").arg("postgres:").arg(&path).status();
+        assert!(status.is_ok_and(|s| s.success()), "chown postgres: {}", path.display());
+        Scratch { path }
+    }
+
+    /// `file` in the directory, as a string (for command lines and configuration files).
+    pub fn file(&self, file: &str) -> String {
+        self.path.join(file).to_str().expect("a UTF-8 temp dir").to_string()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
 }
 
 pub async fn count(

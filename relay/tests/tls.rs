@@ -1,0 +1,196 @@
+//! TLS from the relay to PostgreSQL, against a cluster of the test's own that takes only TLS
+//! connections (`hostssl` in pg_hba.conf) with a certificate for `localhost` from a CA the test
+//! makes (openssl). One cluster for every sslmode, started once.
+//!
+//! Needs the system PostgreSQL 15 with voxanne_ext installed (bin/lib.sh), openssl, root (the
+//! server runs as `postgres`), and a free port: `VOXANNE_TLS_TEST_PORT`, default 54351.
+
+mod common;
+
+use common::*;
+use reqwest::StatusCode;
+
+/// A cluster with `ssl = on` that refuses plain TCP connections; stopped on drop.
+struct TlsCluster {
+    dir: Scratch,
+    port: u16,
+}
+
+impl TlsCluster {
+    fn start() -> TlsCluster {
+        let dir = Scratch::new("tls");
+        let port = test_port("VOXANNE_TLS_TEST_PORT", 54351);
+        let openssl = |args: &str| as_postgres(&[&["openssl"], &args.split(' ').collect::<Vec<_>>()[..]].concat());
+        let ec = "-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes";
+        for ca in ["ca", "other-ca"] {
+            openssl(&format!(
+                "req -x509 {ec} -days 2 -subj /CN=voxanne-test-{ca} -addext basicConstraints=critical,CA:TRUE \
+                 -addext keyUsage=critical,keyCertSign -keyout {} -out {}",
+                dir.file(&format!("{ca}.key")),
+                dir.file(&format!("{ca}.pem"))
+            ));
+        }
+        std::fs::write(
+            dir.path.join("server.ext"),
+            "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+        )
+        .unwrap();
+        openssl(&format!(
+            "req {ec} -subj /CN=localhost -keyout {} -out {}",
+            dir.file("server.key"),
+            dir.file("server.csr")
+        ));
+        openssl(&format!(
+            "x509 -req -days 2 -in {} -CA {} -CAkey {} -CAcreateserial -extfile {} -out {}",
+            dir.file("server.csr"),
+            dir.file("ca.pem"),
+            dir.file("ca.key"),
+            dir.file("server.ext"),
+            dir.file("server.pem")
+        ));
+
+        let data = dir.file("data");
+        as_postgres(&[&pg_bin("initdb"), "-D", &data, "-U", "postgres", "-E", "UTF8", "--auth=trust"]);
+        std::fs::write(
+            dir.path.join("data/pg_hba.conf"),
+            "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostssl all all ::1/128 trust\n",
+        )
+        .unwrap();
+        let conf = format!(
+            "listen_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = '{}'\nssl = on\n\
+             ssl_cert_file = '{}'\nssl_key_file = '{}'\n",
+            dir.path.display(),
+            dir.file("server.pem"),
+            dir.file("server.key")
+        );
+        let mut postgresql_conf = std::fs::read_to_string(dir.path.join("data/postgresql.conf")).unwrap();
+        postgresql_conf.push_str(&conf);
+        std::fs::write(dir.path.join("data/postgresql.conf"), postgresql_conf).unwrap();
+        let cluster = TlsCluster { dir, port };
+        as_postgres(&[&pg_bin("pg_ctl"), "-D", &data, "-l", &cluster.dir.file("postgres.log"), "-w", "start"]);
+        cluster
+    }
+
+    /// The superuser's plain connection, over the Unix socket.
+    async fn admin(&self) -> tokio_postgres::Client {
+        db_at(&format!("host={} port={} user=postgres dbname=postgres", self.dir.path.display(), self.port)).await
+    }
+
+    /// The relay's connection string over TCP to `host`, with `tls` settings.
+    fn url(&self, host: &str, tls: &str) -> String {
+        format!("host={host} port={} user=postgres dbname=postgres {tls}", self.port)
+    }
+}
+
+impl Drop for TlsCluster {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("runuser")
+            .args(["-u", "postgres", "--", &pg_bin("pg_ctl"), "-D", &self.dir.file("data"), "-m", "immediate", "stop"])
+            .output();
+    }
+}
+
+/// The roles the extension grants to (bin/lib.sh `create_roles`, the ones it needs).
+const ROLES: &str = "CREATE ROLE anon NOLOGIN NOINHERIT; CREATE ROLE authenticated NOLOGIN NOINHERIT; \
+                     CREATE ROLE service_role NOLOGIN NOINHERIT BYPASSRLS; CREATE EXTENSION voxanne_ext";
+
+/// A relay on `url`, its sessions named for this case.
+async fn relay_on(url: &str, case: &str) -> (Relay, String) {
+    let app_name = format!("tls-{case}-{}", uuid::Uuid::new_v4().simple());
+    (Relay::start(url, &["--db-application-name", &app_name, "--pool-timeout", "2s"]).await, app_name)
+}
+
+/// Whether the relay's session `app_name` is encrypted, from the server's side.
+async fn session_ssl(admin: &tokio_postgres::Client, app_name: &str) -> Option<bool> {
+    admin
+        .query_opt(
+            "SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE a.application_name = $1",
+            &[&app_name],
+        )
+        .await
+        .unwrap()
+        .map(|r| r.get(0))
+}
+
+/// Asserts /readyz is ready and the relay's session is encrypted.
+async fn assert_ready_over_tls(relay: &Relay, admin: &tokio_postgres::Client, app_name: &str, case: &str) {
+    let (status, json) = answer(relay.get("/readyz").await).await;
+    assert_eq!(status, StatusCode::OK, "{case}: {json}");
+    assert_eq!(session_ssl(admin, app_name).await, Some(true), "{case}: the relay's session is TLS");
+}
+
+/// Asserts the relay cannot connect, and that the reason contains `why`.
+async fn assert_refused(relay: &Relay, why: &str, case: &str) {
+    let (status, json) = answer(relay.get("/readyz").await).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{case}: {json}");
+    assert_eq!(json["reason"], "database unavailable", "{case}");
+    let err = relay.state.db.extension_version().await.expect_err(case);
+    let err = format!("{err:?}");
+    assert!(err.contains(why), "{case}: refused for another reason: {err}");
+}
+
+#[tokio::test]
+async fn sslmodes_connect_verify_and_refuse_as_libpq_does_against_a_tls_only_server() {
+    let started = std::time::Instant::now();
+    let cluster = TlsCluster::start();
+    let admin = cluster.admin().await;
+    admin.batch_execute(ROLES).await.unwrap();
+    let ca = cluster.dir.file("ca.pem");
+    let other_ca = cluster.dir.file("other-ca.pem");
+
+    // verify-full with the server's CA, by the name on its certificate: ready, and a webhook
+    // is applied through the encrypted session
+    let (relay, app_name) =
+        relay_on(&cluster.url("localhost", &format!("sslmode=verify-full sslrootcert={ca}")), "verify-full").await;
+    assert_ready_over_tls(&relay, &admin, &app_name, "verify-full").await;
+    let t = tenant(&admin).await;
+    let call = new_call_id();
+    let (status, json) = relay.deliver_json(&status_update(&t.assistant, &call, "ringing")).await;
+    assert_eq!(status, StatusCode::OK, "{json}");
+    assert_eq!(json["outcome"], "applied", "{json}");
+    assert_eq!(calls(&admin, &call).await, 1);
+    assert_eq!(session_ssl(&admin, &app_name).await, Some(true));
+
+    // the CA as --db-ca-file instead of sslrootcert
+    let app_name = format!("tls-ca-flag-{}", uuid::Uuid::new_v4().simple());
+    let relay = Relay::start(
+        &cluster.url("localhost", "sslmode=verify-full"),
+        &["--db-ca-file", &ca, "--db-application-name", &app_name],
+    )
+    .await;
+    assert_ready_over_tls(&relay, &admin, &app_name, "verify-full, --db-ca-file").await;
+
+    // verify-full by an address the certificate does not name
+    let (relay, _) =
+        relay_on(&cluster.url("127.0.0.1", &format!("sslmode=verify-full sslrootcert={ca}")), "wrong-name").await;
+    assert_refused(&relay, "NotValidForName", "verify-full, wrong host name").await;
+
+    // verify-ca checks the chain, not the name: the same address passes ...
+    let (relay, app_name) =
+        relay_on(&cluster.url("127.0.0.1", &format!("sslmode=verify-ca sslrootcert={ca}")), "verify-ca").await;
+    assert_ready_over_tls(&relay, &admin, &app_name, "verify-ca, name not checked").await;
+    // ... but a certificate from another CA does not
+    let (relay, _) =
+        relay_on(&cluster.url("localhost", &format!("sslmode=verify-ca sslrootcert={other_ca}")), "other-ca").await;
+    assert_refused(&relay, "UnknownIssuer", "verify-ca, another CA").await;
+
+    // require: encrypted, nothing checked ...
+    let (relay, app_name) = relay_on(&cluster.url("127.0.0.1", "sslmode=require"), "require").await;
+    assert_ready_over_tls(&relay, &admin, &app_name, "require without a CA").await;
+    // ... unless a CA file is given: then it checks the chain, as libpq does
+    let (relay, _) =
+        relay_on(&cluster.url("localhost", &format!("sslmode=require sslrootcert={other_ca}")), "require-ca").await;
+    assert_refused(&relay, "UnknownIssuer", "require with another CA's file").await;
+
+    // prefer (also the default) takes the TLS the server offers
+    for (case, tls) in [("prefer", "sslmode=prefer"), ("default", "")] {
+        let (relay, app_name) = relay_on(&cluster.url("127.0.0.1", tls), case).await;
+        assert_ready_over_tls(&relay, &admin, &app_name, case).await;
+    }
+
+    // disable: plain TCP, which pg_hba.conf refuses
+    let (relay, _) = relay_on(&cluster.url("127.0.0.1", "sslmode=disable"), "disable").await;
+    assert_refused(&relay, "no pg_hba.conf entry", "disable against hostssl only").await;
+
+    eprintln!("tls: every sslmode against one cluster in {:?}", started.elapsed());
+}
