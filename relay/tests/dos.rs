@@ -234,24 +234,61 @@ async fn attack(body: &str) -> ((StatusCode, Value), u64) {
     (answered, growth)
 }
 
+/// An end-of-call report for `call` whose `analysis.structuredData.x` is `numbers`, as written.
+fn report_with_numbers(assistant: &str, call_id: &str, numbers: &str) -> String {
+    let report = serde_json::json!({ "message": {
+        "type": "end-of-call-report",
+        "endedReason": "customer-ended-call",
+        "startedAt": "2026-11-25T10:00:00Z",
+        "endedAt": "2026-11-25T10:01:00Z",
+        "analysis": { "summary": "booked", "structuredData": { "x": "NUMBERS" } },
+        "timestamp": 1_732_540_060_000_i64,
+        "call": call(assistant, call_id),
+    }});
+    report.to_string().replace(r#""NUMBERS""#, &format!("[{numbers}]"))
+}
+
+/// How much the peak memory of a fresh session grows while it reads `call`'s stored report as
+/// text, as an app (or PostgREST) does: jsonb prints every number in full.
+async fn report_read_growth(call_id: &str) -> u64 {
+    let reader = db().await;
+    let pid: i32 = reader.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
+    let before = peak_rss_kib(pid);
+    let sql = "SELECT r.report::text FROM voxanne.call_reports r \
+               JOIN voxanne.calls c ON (c.org_id, c.id) = (r.org_id, r.call_id) WHERE c.vapi_call_id = $1";
+    let rows = reader.query(sql, &[&call_id]).await.unwrap();
+    let growth = peak_rss_kib(pid) - before;
+    eprintln!("reader {pid}: {} report(s) read, VmHWM {before} KiB -> +{growth} KiB", rows.len());
+    growth
+}
+
 #[tokio::test]
-async fn numbers_postgresql_would_print_in_full_are_refused_before_the_database_parses_them() {
-    // review #3: 1,500 x 1e131071 (13.5 KB) took a backend to 580 MB
-    let marker = uuid::Uuid::new_v4().simple().to_string();
-    let numbers = vec!["1e131071"; 1500].join(",");
-    let body = format!(r#"{{"marker":"{marker}","message":{{"type":"speech-update","x":[{numbers}]}}}}"#);
+async fn numbers_postgresql_would_print_in_full_are_refused_before_they_are_stored() {
+    let db = db().await;
+    let t = tenant(&db).await;
+    // review #3: 1,500 x 1e131071 (13.5 KB); jsonb keeps each in a few bytes and prints it as
+    // 131,072 digits, here in the report kept whole for the app
+    let call_id = new_call_id();
+    let body = report_with_numbers(&t.assistant, &call_id, &vec!["1e131071"; 1500].join(","));
     let ((status, json), growth) = attack(&body).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{json}");
     assert_eq!(json["code"], "22003");
-    assert_eq!(json["message"], "message.x[0]: number 1e131071 has an exponent of magnitude 131071; the limit is 400");
-    assert!(growth < BACKEND_GROWTH_MAX_KIB, "the backend grew by {growth} KiB");
+    assert_eq!(
+        json["message"],
+        "message.analysis.structuredData.x[0]: number 1e131071 has an exponent of magnitude 131071; the limit is 400"
+    );
+    assert!(growth < BACKEND_GROWTH_MAX_KIB, "the relay's backend grew by {growth} KiB");
+    let growth = report_read_growth(&call_id).await;
+    assert!(growth < BACKEND_GROWTH_MAX_KIB, "reading the call's report grew a backend by {growth} KiB");
 
     // each exponent within bounds, together 50,000 x 400 digits: 20 MB printed from 300 KB
-    let numbers = vec!["1e400"; 50_000].join(",");
-    let body = format!(r#"{{"marker":"{marker}","message":{{"type":"speech-update","x":[{numbers}]}}}}"#);
+    let call_id = new_call_id();
+    let body = report_with_numbers(&t.assistant, &call_id, &vec!["1e400"; 50_000].join(","));
     let ((status, json), growth) = attack(&body).await;
     assert_eq!((status, &json["code"]), (StatusCode::UNPROCESSABLE_ENTITY, &Value::from("54000")), "{json}");
-    assert!(growth < BACKEND_GROWTH_MAX_KIB, "the backend grew by {growth} KiB");
+    assert!(growth < BACKEND_GROWTH_MAX_KIB, "the relay's backend grew by {growth} KiB");
+    let growth = report_read_growth(&call_id).await;
+    assert!(growth < BACKEND_GROWTH_MAX_KIB, "reading the call's report grew a backend by {growth} KiB");
 }
 
 #[tokio::test]
