@@ -10,7 +10,7 @@ SOCKET_DIR=$DEV/run
 export VOXANNE_PGPORT=${VOXANNE_PGPORT:-54330}
 APT_PACKAGES=(postgresql-15 postgresql-server-dev-15 clang libclang-dev pkg-config sudo
               postgresql-15-pgtap postgresql-15-cron libtap-parser-sourcehandler-pgtap-perl wrk
-              nodejs python3-venv)
+              nodejs python3-venv openssl)
 
 say() { printf '\033[1;34m==>\033[0m %s\n' "$*" >&2; }
 as_postgres() { runuser -u postgres -- "$@"; }

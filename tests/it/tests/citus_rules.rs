@@ -28,8 +28,9 @@ use voxanne_it::*;
 const DISTRIBUTED: &[&str] =
     &["calls", "call_transcripts", "call_reports", "processed_webhook_events", "outbox", "leads"];
 /// Replicated to every node: `agents`, `directory` and `tenant_keys` route a message to its org
-/// before the org is known.
-const REFERENCE: &[&str] = &["agents", "directory", "tenant_keys"];
+/// before the org is known; `webhook_credentials` names the org a credential may write, before
+/// the message is read.
+const REFERENCE: &[&str] = &["agents", "directory", "tenant_keys", "webhook_credentials"];
 /// Left on the coordinator: rows without an org, or global service state.
 const LOCAL: &[&str] = &["rejected_events", "outbox_consumers"];
 
