@@ -365,7 +365,7 @@ async fn answers_name_the_org_only_when_configured() {
         assert_eq!(status, StatusCode::OK);
         assert_eq!(json.get("org_id").is_some(), named, "{json}");
         assert_eq!(json.get("call_id").is_some(), named, "{json}");
-        assert_eq!(json["vapi_call_id"].is_string(), true);
+        assert!(json["vapi_call_id"].is_string(), "{json}");
         relay.stop().await;
     }
 }

@@ -38,12 +38,9 @@ impl TenantCredentials {
         self.digests.read().unwrap_or_else(|e| e.into_inner()).contains(digest)
     }
 
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.digests.read().unwrap_or_else(|e| e.into_inner()).len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     /// Replaces the set; a value that is no SHA-256 digest is skipped.
