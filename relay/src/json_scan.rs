@@ -1,7 +1,8 @@
 //! Bounds on a JSON body that PostgreSQL would otherwise pay for: nesting depth and number
-//! tokens. jsonb stores `1e131071` in a few bytes, but `jsonb_out` (which the extension calls
-//! on every body) prints every number in full, here as 131,072 digits: 1,500 of them in a
-//! 13.5 KB body took a backend to 580 MB (docs/SECURITY.md, review #3). The scan runs after the
+//! tokens. jsonb stores `1e131071` in a few bytes, but `jsonb_out` prints every number in full,
+//! here as 131,072 digits: 1,500 of them in a 13.5 KB body took a backend to 580 MB when 0.2.0
+//! printed every body, and still take the reader of a stored end-of-call report (kept whole)
+//! to +972 MB (docs/SECURITY.md, review #3). The scan runs after the
 //! syntax check (webhook.rs), so it reads valid JSON: one lexical pass, strings skipped with
 //! `memchr`, numbers and brackets read byte by byte, and a path kept for the error message.
 

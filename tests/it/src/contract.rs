@@ -668,19 +668,83 @@ impl HttpPrediction {
 }
 
 /// What the relay answers `body` (checked in the documented order: size, authentication —
-/// always right here —, UTF-8 and JSON syntax, then the statement).
+/// always right here —, UTF-8 and JSON syntax, the JSON bounds, then the statement).
 pub fn classify_http(world: &World, body: &[u8]) -> HttpPrediction {
     if body.len() > BODY_LIMIT {
         return HttpPrediction::TooLarge;
     }
     let Ok(text) = std::str::from_utf8(body) else { return HttpPrediction::NotJson };
-    // The relay's check is JSON syntax: what the cast refuses beyond syntax (`\u0000`, a lone
-    // surrogate, depth, numeric range) is the database's to answer (422).
-    if is_json(text) {
+    if !is_json(text) {
+        return HttpPrediction::NotJson;
+    }
+    // past the relay's bounds: refused (422, stored) before the database sees it; within them,
+    // what the cast refuses beyond syntax (`\u0000`, a lone surrogate, numeric range) is the
+    // database's to answer (422)
+    let excess = relay_bounds(text);
+    if excess.is_empty() {
         HttpPrediction::Db(classify(world, text))
     } else {
-        HttpPrediction::NotJson
+        HttpPrediction::Db(Prediction::Invalid { defects: excess })
     }
+}
+
+/// relay/README.md "Limits", defaults: nesting (the top-level value is depth 1), a number's
+/// length in characters, one number's |exponent|, the sum of |exponent| over the body.
+pub const RELAY_DEPTH_MAX: usize = 64;
+pub const RELAY_NUMBER_LENGTH_MAX: usize = 100;
+pub const RELAY_EXPONENT_MAX: u64 = 400;
+pub const RELAY_EXPANSION_MAX: u64 = 1024 * 1024;
+
+/// Every bound `text` (valid JSON) passes, as defects; the relay names the first it meets, so any
+/// one of them is a right answer.
+fn relay_bounds(text: &str) -> Vec<Defect> {
+    let defect = |sqlstate, kind| Defect { stage: Stage::Relay, field: String::new(), sqlstate, kind };
+    let (mut depth, mut deepest, mut expansion) = (0usize, 0usize, 0u64);
+    let (mut long, mut large) = (false, false);
+    let b = text.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'"' => {
+                i += 1;
+                while b[i] != b'"' {
+                    i += if b[i] == b'\\' { 2 } else { 1 };
+                }
+            }
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' => depth -= 1,
+            b'-' | b'0'..=b'9' => {
+                let start = i;
+                while i < b.len() && matches!(b[i], b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9') {
+                    i += 1;
+                }
+                let token = &text[start..i];
+                long |= token.len() > RELAY_NUMBER_LENGTH_MAX;
+                let exponent = token
+                    .split_once(['e', 'E'])
+                    .map_or(0, |(_, e)| e.trim_start_matches(['+', '-']).parse::<u64>().unwrap_or(u64::MAX));
+                large |= exponent > RELAY_EXPONENT_MAX;
+                expansion = expansion.saturating_add(exponent);
+                continue;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    let mut defects = Vec::new();
+    if deepest > RELAY_DEPTH_MAX {
+        defects.push(defect("54001", "nested past the relay's bound"));
+    }
+    if long || large {
+        defects.push(defect("22003", "a number past the relay's bounds"));
+    }
+    if expansion > RELAY_EXPANSION_MAX {
+        defects.push(defect("54000", "numbers expanding past the relay's bound"));
+    }
+    defects
 }
 
 // ---------------------------------------------------------------------------------------------
