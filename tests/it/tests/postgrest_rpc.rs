@@ -52,6 +52,10 @@ fn body_for(function: &str, org: &Org, call: &str) -> Value {
         "upsert_squad" => json!({"p_org_id": org.id.to_string(), "p_vapi_squad_id": unique("squad")}),
         "upsert_workflow" => json!({"p_org_id": org.id.to_string(), "p_vapi_workflow_id": unique("wf")}),
         "tenant_token" | "rotate_tenant_key" => json!({"p_org_id": org.id.to_string()}),
+        "add_webhook_credential" => {
+            json!({"p_org_id": org.id.to_string(), "p_token": unique("token-of-32-bytes-at-least")})
+        }
+        "revoke_webhook_credential" => json!({"p_org_id": org.id.to_string(), "p_id": Uuid::new_v4().to_string()}),
         other => panic!("write function voxanne.{other} has no JSON body in tests/it/tests/postgrest_rpc.rs: add one"),
     }
 }
@@ -192,8 +196,22 @@ async fn service_role_calls_every_write_function_with_json_bodies() {
     assert_eq!(purged, json!(3), "the three 31-day ledger rows, nothing else");
     assert_only_the_young_aged_row_is_left(&db, org.id).await;
 
-    // The 0.2.0 outbox consumer API and outbox retention, when installed.
+    // webhook credentials (0.3.0): the id comes back as a JSON string, revoking answers a boolean
     let installed = write_functions().await;
+    if installed.contains("add_webhook_credential") {
+        let token = unique("vxk-postgrest-token-0123456789abcdef");
+        let id =
+            ok(&api, &service, "add_webhook_credential", json!({"p_org_id": org.id.to_string(), "p_token": token}))
+                .await;
+        called.insert("add_webhook_credential");
+        let id = id.as_str().expect("the credential's id").to_string();
+        let revoked =
+            ok(&api, &service, "revoke_webhook_credential", json!({"p_org_id": org.id.to_string(), "p_id": id})).await;
+        called.insert("revoke_webhook_credential");
+        assert_eq!(revoked, Value::Bool(true));
+    }
+
+    // The 0.2.0 outbox consumer API and outbox retention, when installed.
     if installed.contains("outbox_read") {
         let consumer = unique("it-postgrest");
         let batch = ok(&api, &service, "outbox_read", json!({"p_consumer": consumer, "p_limit": 1000})).await;
