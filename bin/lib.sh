@@ -10,7 +10,7 @@ SOCKET_DIR=$DEV/run
 export VOXANNE_PGPORT=${VOXANNE_PGPORT:-54330}
 APT_PACKAGES=(postgresql-15 postgresql-server-dev-15 clang libclang-dev pkg-config sudo
               postgresql-15-pgtap postgresql-15-cron libtap-parser-sourcehandler-pgtap-perl wrk
-              nodejs python3-venv openssl)
+              nodejs python3-venv openssl pgbouncer)
 
 say() { printf '\033[1;34m==>\033[0m %s\n' "$*" >&2; }
 as_postgres() { runuser -u postgres -- "$@"; }
@@ -117,4 +117,39 @@ create_database() {
         psql_dev -d postgres -c "CREATE DATABASE $db"
     fi
     psql_dev -d "$db" -c "CREATE EXTENSION IF NOT EXISTS voxanne_ext" -c "SELECT voxanne.grant_relay_role('voxanne_relay')"
+}
+
+# A PgBouncer in transaction mode (as Supavisor's port 6543) in front of the local cluster, on
+# VOXANNE_PGBOUNCER_PORT, with fewer server connections than the relay suite's relays hold
+# sessions, so consecutive transactions of one session land on different server connections.
+PGBOUNCER_DIR=$DEV/pgbouncer
+export VOXANNE_PGBOUNCER_PORT=${VOXANNE_PGBOUNCER_PORT:-54331}
+start_pgbouncer() {
+    stop_pgbouncer
+    mkdir -p "$PGBOUNCER_DIR"
+    printf '"postgres" ""\n"voxanne_relay" ""\n' >"$PGBOUNCER_DIR/users.txt"
+    cat >"$PGBOUNCER_DIR/pgbouncer.ini" <<INI
+[databases]
+* = host=127.0.0.1 port=$VOXANNE_PGPORT
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $VOXANNE_PGBOUNCER_PORT
+unix_socket_dir = $PGBOUNCER_DIR
+auth_type = trust
+auth_file = $PGBOUNCER_DIR/users.txt
+pool_mode = transaction
+default_pool_size = 3
+max_client_conn = 500
+logfile = $PGBOUNCER_DIR/pgbouncer.log
+pidfile = $PGBOUNCER_DIR/pgbouncer.pid
+INI
+    chown -R postgres: "$PGBOUNCER_DIR"
+    say "starting PgBouncer (transaction mode) on port $VOXANNE_PGBOUNCER_PORT"
+    as_postgres pgbouncer -d "$PGBOUNCER_DIR/pgbouncer.ini"
+}
+stop_pgbouncer() {
+    if [[ -s $PGBOUNCER_DIR/pgbouncer.pid ]]; then
+        kill "$(cat "$PGBOUNCER_DIR/pgbouncer.pid")" 2>/dev/null || true
+        rm -f "$PGBOUNCER_DIR/pgbouncer.pid"
+    fi
 }
