@@ -99,7 +99,8 @@ BEGIN
     END IF;
     EXECUTE pg_catalog.format('GRANT USAGE ON SCHEMA voxanne TO %s', p_role);
     EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION voxanne.handle_vapi_message(jsonb, bytea),
-        voxanne.record_rejected_event(text, text, text), voxanne.webhook_credential_digests() TO %s', p_role);
+        voxanne.record_rejected_event(text, text, text), voxanne.webhook_credential_digests(),
+        voxanne.reply_message_types() TO %s', p_role);
 END
 $$;
 REVOKE ALL ON FUNCTION voxanne.grant_relay_role(regrole) FROM PUBLIC;

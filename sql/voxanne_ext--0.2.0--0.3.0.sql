@@ -193,6 +193,12 @@ SET search_path TO pg_catalog, pg_temp
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'webhook_credential_digests_wrapper';
 
+CREATE FUNCTION voxanne.reply_message_types() RETURNS text[] /* Vec < String > */
+IMMUTABLE STRICT PARALLEL SAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'reply_message_types_wrapper';
+
 REVOKE ALL ON FUNCTION
     voxanne.upsert_phone_number(uuid, text, text, boolean, text),
     voxanne.upsert_vapi_org(uuid, text, boolean),
@@ -204,7 +210,8 @@ REVOKE ALL ON FUNCTION
     voxanne.handle_vapi_message(jsonb, bytea),
     voxanne.add_webhook_credential(uuid, text, text),
     voxanne.revoke_webhook_credential(uuid, uuid),
-    voxanne.webhook_credential_digests()
+    voxanne.webhook_credential_digests(),
+    voxanne.reply_message_types()
 FROM PUBLIC;
 REVOKE ALL ON voxanne.directory, voxanne.tenant_keys, voxanne.call_reports, voxanne.webhook_credentials FROM PUBLIC;
 
@@ -276,7 +283,8 @@ BEGIN
     END IF;
     EXECUTE pg_catalog.format('GRANT USAGE ON SCHEMA voxanne TO %s', p_role);
     EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION voxanne.handle_vapi_message(jsonb, bytea),
-        voxanne.record_rejected_event(text, text, text), voxanne.webhook_credential_digests() TO %s', p_role);
+        voxanne.record_rejected_event(text, text, text), voxanne.webhook_credential_digests(),
+        voxanne.reply_message_types() TO %s', p_role);
 END
 $$;
 REVOKE ALL ON FUNCTION voxanne.grant_relay_role(regrole) FROM PUBLIC;

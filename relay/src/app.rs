@@ -29,6 +29,7 @@ use crate::error::{RelayError, RETRY_MESSAGE};
 use crate::json_scan::JsonLimits;
 use crate::limits::ConnectionLimits;
 use crate::metrics;
+use crate::spool::Spool;
 use crate::upstream::Upstream;
 use crate::verify::Verifier;
 use crate::webhook::{self, Labels};
@@ -54,6 +55,8 @@ pub struct AppState {
     /// One permit per webhook in flight (`--max-in-flight`).
     pub in_flight: Arc<Semaphore>,
     pub ready: Arc<ReadyCache>,
+    /// Where messages go while the database cannot take them (`--spool-dir`).
+    pub spool: Option<Arc<Spool>>,
 }
 
 /// Why the state could not be built.
@@ -65,6 +68,8 @@ pub enum StateError {
     Upstream(#[from] reqwest::Error),
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    #[error("could not open the spool: {0}")]
+    Spool(#[from] crate::spool::SpoolError),
 }
 
 impl AppState {
@@ -99,6 +104,10 @@ impl AppState {
             },
             in_flight: Arc::new(Semaphore::new(config.max_in_flight())),
             ready: Arc::default(),
+            spool: match &config.spool_dir {
+                Some(dir) => Some(Arc::new(Spool::open(dir, config.spool_max_bytes)?)),
+                None => None,
+            },
         })
     }
 }
@@ -232,7 +241,24 @@ async fn readyz(State(state): State<AppState>) -> Response {
     (status, Json(body)).into_response()
 }
 
+/// The database's readiness; with a spool, its depth too, and while the database is unreachable
+/// "spooling" (200) as long as the spool can take a message of `--body-limit`: the relay still
+/// keeps every one.
 async fn check_ready(state: &AppState) -> (StatusCode, serde_json::Value) {
+    let (mut status, mut body) = check_database(state).await;
+    if let Some(spool) = &state.spool {
+        let depth = spool.depth();
+        let unreachable = body["reason"] == "database unavailable" || body["reason"] == "database check timed out";
+        if unreachable && spool.knows_reply_types() && spool.has_room_for(state.body_limit) {
+            status = StatusCode::OK;
+            body["status"] = "spooling".into();
+        }
+        body["spool"] = json!(depth);
+    }
+    (status, body)
+}
+
+async fn check_database(state: &AppState) -> (StatusCode, serde_json::Value) {
     metrics::record_ready_check();
     let expected = &*state.expected_extension_version;
     let checked = tokio::time::timeout(db::READY_CHECK_TIMEOUT, state.db.extension_version()).await;

@@ -277,6 +277,16 @@ pub struct Config {
     /// prints as 1.1 GB).
     #[arg(long, env = "VOXANNE_JSON_MAX_NUMBER_EXPANSION", default_value_t = 1024 * 1024)]
     pub json_max_number_expansion: u64,
+
+    /// A directory for the durable spool: a verified message the database cannot take
+    /// (unreachable, restarting, out of connections, timing out) is fsynced there, answered 200,
+    /// and replayed once the database answers again. Unset: such messages are answered 503.
+    #[arg(long, env = "VOXANNE_SPOOL_DIR", value_name = "DIR")]
+    pub spool_dir: Option<std::path::PathBuf>,
+
+    /// The most the spool holds on disk, in bytes; past it a message is answered 503.
+    #[arg(long, env = "VOXANNE_SPOOL_MAX_BYTES", default_value_t = 1024 * 1024 * 1024)]
+    pub spool_max_bytes: u64,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -338,6 +348,7 @@ impl Config {
             ("max-in-flight", self.max_in_flight == Some(0)),
             ("json-max-depth", self.json_max_depth == 0),
             ("json-max-number-length", self.json_max_number_length == 0),
+            ("spool-max-bytes", self.spool_max_bytes == 0),
         ] {
             if zero {
                 return Err(ConfigError::Zero(name));

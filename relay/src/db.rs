@@ -30,6 +30,9 @@ pub const WEBHOOK_CREDENTIAL_DIGESTS: &str =
 pub const RECORD_REJECTED_EVENT: &str =
     "SELECT voxanne.record_rejected_event(p_body => $1::text, p_sqlstate => $2, p_message => $3)";
 
+/// The message types whose HTTP answer Vapi takes as its reply: never spooled (spool/).
+pub const REPLY_MESSAGE_TYPES: &str = "SELECT voxanne.reply_message_types()";
+
 /// One row, NULL when the extension is missing.
 pub const EXTENSION_VERSION: &str =
     "SELECT (SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'voxanne_ext')";
@@ -54,6 +57,8 @@ pub struct Answer<'a> {
     pub event_id: Option<&'a str>,
     pub status: Option<&'a str>,
     pub content_hash: Option<&'a str>,
+    /// The relay's own answer for a message it spooled (spool/): `{"spooled": true}`.
+    pub spooled: bool,
 }
 
 /// `outcome` of a handled message.
@@ -78,6 +83,9 @@ impl<'a> Answer<'a> {
     /// The `outcome` metric label: the extension's outcome, "ignored" for a type it does not
     /// handle.
     pub fn outcome_label(&self) -> &'static str {
+        if self.spooled {
+            return "spooled";
+        }
         match (self.outcome, self.ignored) {
             (Some(Outcome::Applied), _) => "applied",
             (Some(Outcome::Duplicate), _) => "duplicate",
@@ -343,6 +351,12 @@ impl Db {
     pub async fn webhook_credential_digests(&self) -> Result<Vec<Vec<u8>>, DbError> {
         let client = self.pool.get().await?;
         Ok(self.query_row(&client, WEBHOOK_CREDENTIAL_DIGESTS, &[]).await?.try_get(0)?)
+    }
+
+    /// The message types that expect a reply. Not retried: the drain asks until it answers.
+    pub async fn reply_message_types(&self) -> Result<Vec<String>, DbError> {
+        let client = self.pool.get().await?;
+        Ok(self.query_row(&client, REPLY_MESSAGE_TYPES, &[]).await?.try_get(0)?)
     }
 
     /// The installed `voxanne_ext` version, `None` when the extension is missing. Not retried:

@@ -13,6 +13,7 @@ pub mod json_scan;
 pub mod limits;
 pub mod metrics;
 pub mod reply;
+pub mod spool;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod tls;
@@ -154,14 +155,21 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let handle = state.metrics.clone();
+    let spool = state.spool.clone();
     let upkeep = tokio::spawn(async move {
         let mut every = tokio::time::interval(METRICS_UPKEEP);
         loop {
             every.tick().await;
             handle.run_upkeep();
+            if let Some(spool) = &spool {
+                // the oldest entry's age grows between appends and drains
+                spool.record_metrics();
+            }
         }
     });
     let (stop, stopped) = watch::channel(false);
+    let drain =
+        state.spool.clone().map(|spool| tokio::spawn(spool::drain::run(spool, state.db.clone(), stopped.clone())));
     let signal = async move {
         shutdown.await;
         let _ = stop.send(true);
@@ -179,6 +187,10 @@ pub async fn serve(
     };
     tokio::join!(signal, accept_loop(listener, "webhook", public, limits, &graceful, stopped.clone()), admin_loop);
     graceful.shutdown().await;
+    if let Some(drain) = drain {
+        // it stops at the signal; an entry whose statement it abandoned is replayed next start
+        let _ = drain.await;
+    }
     upkeep.abort();
     state.db.close();
     tracing::info!("stopped; database pool closed");

@@ -19,6 +19,18 @@ pub const READY_CHECKS: &str = "voxanne_relay_ready_checks_total";
 pub const CONNECTIONS: &str = "voxanne_relay_connections";
 /// Connections closed by a deadline, labelled `listener` and `phase` (`headers`, `idle`).
 pub const CONNECTION_TIMEOUTS: &str = "voxanne_relay_connection_timeouts_total";
+/// Messages appended to the spool (answered 200 while the database could not take them).
+pub const SPOOL_APPENDED: &str = "voxanne_relay_spool_appended_total";
+/// Spooled messages settled by the drain, labelled `outcome` (the database's, or `dead_lettered`).
+pub const SPOOL_DRAINED: &str = "voxanne_relay_spool_drained_total";
+/// Messages the spool could not take, labelled `reason` (`full`, `reply_expected`,
+/// `untyped`, `types_unknown`, `io`): answered 503.
+pub const SPOOL_REFUSED: &str = "voxanne_relay_spool_refused_total";
+/// Damaged records (a crash mid-append) cut off and never replayed.
+pub const SPOOL_DAMAGED: &str = "voxanne_relay_spool_damaged_records_total";
+pub const SPOOL_ENTRIES: &str = "voxanne_relay_spool_entries";
+pub const SPOOL_BYTES: &str = "voxanne_relay_spool_bytes";
+pub const SPOOL_OLDEST_AGE: &str = "voxanne_relay_spool_oldest_age_seconds";
 pub const POOL_MAX_SIZE: &str = "voxanne_relay_db_pool_max_size";
 pub const POOL_SIZE: &str = "voxanne_relay_db_pool_size";
 pub const POOL_IN_USE: &str = "voxanne_relay_db_pool_in_use";
@@ -79,6 +91,13 @@ fn describe() {
     metrics::describe_counter!(READY_CHECKS, "Database checks made to answer /readyz.");
     metrics::describe_gauge!(CONNECTIONS, "Open HTTP connections, by listener.");
     metrics::describe_counter!(CONNECTION_TIMEOUTS, "Connections closed by the header-read or idle timeout.");
+    metrics::describe_counter!(SPOOL_APPENDED, "Messages spooled while the database could not take them.");
+    metrics::describe_counter!(SPOOL_DRAINED, "Spooled messages settled by the drain, by outcome.");
+    metrics::describe_counter!(SPOOL_REFUSED, "Messages the spool could not take (answered 503), by reason.");
+    metrics::describe_counter!(SPOOL_DAMAGED, "Damaged spool records cut off, never replayed.");
+    metrics::describe_gauge!(SPOOL_ENTRIES, "Spooled messages not yet settled.");
+    metrics::describe_gauge!(SPOOL_BYTES, "Bytes the spool holds on disk.");
+    metrics::describe_gauge!(SPOOL_OLDEST_AGE, metrics::Unit::Seconds, "Age of the oldest unsettled spooled message.");
     metrics::describe_gauge!(POOL_MAX_SIZE, "Configured maximum of pooled database connections.");
     metrics::describe_gauge!(POOL_SIZE, "Open pooled database connections.");
     metrics::describe_gauge!(POOL_IN_USE, "Pooled database connections checked out.");
@@ -109,6 +128,28 @@ pub fn record_connection(listener: &'static str, delta: f64) {
 
 pub fn record_connection_timeout(listener: &'static str, expired: crate::limits::Expired) {
     metrics::counter!(CONNECTION_TIMEOUTS, "listener" => listener, "phase" => expired.label()).increment(1);
+}
+
+pub fn record_spool_appended() {
+    metrics::counter!(SPOOL_APPENDED).increment(1);
+}
+
+pub fn record_spool_drained(outcome: &'static str) {
+    metrics::counter!(SPOOL_DRAINED, "outcome" => outcome).increment(1);
+}
+
+pub fn record_spool_refused(reason: &'static str) {
+    metrics::counter!(SPOOL_REFUSED, "reason" => reason).increment(1);
+}
+
+pub fn record_spool_damaged() {
+    metrics::counter!(SPOOL_DAMAGED).increment(1);
+}
+
+pub fn record_spool_depth(depth: crate::spool::Depth) {
+    metrics::gauge!(SPOOL_ENTRIES).set(depth.entries as f64);
+    metrics::gauge!(SPOOL_BYTES).set(depth.bytes as f64);
+    metrics::gauge!(SPOOL_OLDEST_AGE).set(depth.oldest_age_seconds as f64);
 }
 
 pub fn record_pool(status: deadpool_postgres::Status) {

@@ -25,6 +25,7 @@ use crate::error::RelayError;
 use crate::json_scan::{self, Excess, JsonLimits};
 use crate::metrics;
 use crate::reply::{self, Reply};
+use crate::spool::Spool;
 use crate::verify::{Credential, HeaderCheck, VerifyError};
 
 /// The labels of a webhook's metrics. The handler returns them as a response extension, which
@@ -295,7 +296,37 @@ async fn deliver(state: &AppState, request: &Request<'_>, credential: Credential
             reload_tenants(state, Instant::now()).await;
             Err(DbError::Unauthorized.into())
         }
+        Err(err @ DbError::Transient { .. }) => match &state.spool {
+            Some(spool) => spool_or(spool, request, credential, err).await,
+            None => Err(err.into()),
+        },
         Err(err) => Err(err.into()),
+    }
+}
+
+/// The answer of a message the database could not take: `{"spooled": true}` once it is on disk
+/// in the spool, or the database's failure (503) when it cannot be spooled.
+async fn spool_or(
+    spool: &Spool,
+    request: &Request<'_>,
+    credential: Credential,
+    failure: DbError,
+) -> Result<Value, RelayError> {
+    let kind = request.envelope.message.as_ref().and_then(|m| m.kind.as_deref());
+    let spooled = match spool.admits(kind) {
+        Ok(()) => spool.append(request.text, credential.digest()).await,
+        Err(refused) => Err(refused),
+    };
+    match spooled {
+        Ok(()) => {
+            tracing::info!(error = %failure, "the database cannot take the message; spooled");
+            Ok(serde_json::json!({ "spooled": true }))
+        }
+        Err(refused) => {
+            metrics::record_spool_refused(refused.label());
+            tracing::warn!(error = %failure, spool = %refused, "the database cannot take the message, nor the spool");
+            Err(failure.into())
+        }
     }
 }
 

@@ -107,7 +107,9 @@ async fn transaction_mode_carries_every_webhook_over_two_server_connections() {
     let bouncer = Bouncer::start("many", 2);
     let db = db().await;
     let t = tenant(&db).await;
-    let relay = Relay::start(&bouncer.url(), &["--pooler-mode", "transaction", "--pool-size", "8", "--max-in-flight", "256"]).await;
+    let relay =
+        Relay::start(&bouncer.url(), &["--pooler-mode", "transaction", "--pool-size", "8", "--max-in-flight", "256"])
+            .await;
 
     let calls_sent: Vec<String> = (0..100).map(|_| new_call_id()).collect();
     // each call twice (ringing, then in-progress): 200 concurrent webhooks, 8 relay sessions
@@ -115,7 +117,8 @@ async fn transaction_mode_carries_every_webhook_over_two_server_connections() {
     // on different server connections
     let deliveries = calls_sent.iter().flat_map(|call| {
         ["ringing", "in-progress"].map(|status| {
-            let (http, url, body) = (relay.http.clone(), relay.webhook_url(), status_update(&t.assistant, call, status));
+            let (http, url, body) =
+                (relay.http.clone(), relay.webhook_url(), status_update(&t.assistant, call, status));
             tokio::spawn(async move {
                 let response = http.post(url).header("x-vapi-secret", SECRET).body(body).send().await.unwrap();
                 answer(response).await

@@ -10,11 +10,8 @@ mod common;
 use common::*;
 use reqwest::StatusCode;
 
-/// A cluster with `ssl = on` that refuses plain TCP connections; stopped on drop.
-struct TlsCluster {
-    dir: Scratch,
-    port: u16,
-}
+/// A cluster with `ssl = on` that refuses plain TCP connections.
+struct TlsCluster(Cluster);
 
 impl TlsCluster {
     fn start() -> TlsCluster {
@@ -48,51 +45,22 @@ impl TlsCluster {
             dir.file("server.ext"),
             dir.file("server.pem")
         ));
-
-        let data = dir.file("data");
-        as_postgres(&[&pg_bin("initdb"), "-D", &data, "-U", "postgres", "-E", "UTF8", "--auth=trust"]);
-        std::fs::write(
-            dir.path.join("data/pg_hba.conf"),
-            "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostssl all all ::1/128 trust\n",
-        )
-        .unwrap();
         let conf = format!(
-            "listen_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = '{}'\nssl = on\n\
-             ssl_cert_file = '{}'\nssl_key_file = '{}'\n",
-            dir.path.display(),
+            "ssl = on\nssl_cert_file = '{}'\nssl_key_file = '{}'",
             dir.file("server.pem"),
             dir.file("server.key")
         );
-        let mut postgresql_conf = std::fs::read_to_string(dir.path.join("data/postgresql.conf")).unwrap();
-        postgresql_conf.push_str(&conf);
-        std::fs::write(dir.path.join("data/postgresql.conf"), postgresql_conf).unwrap();
-        let cluster = TlsCluster { dir, port };
-        as_postgres(&[&pg_bin("pg_ctl"), "-D", &data, "-l", &cluster.dir.file("postgres.log"), "-w", "start"]);
-        cluster
-    }
-
-    /// The superuser's plain connection, over the Unix socket.
-    async fn admin(&self) -> tokio_postgres::Client {
-        db_at(&format!("host={} port={} user=postgres dbname=postgres", self.dir.path.display(), self.port)).await
+        let hba = "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostssl all all ::1/128 trust\n";
+        let cluster = Cluster::init(dir, port, &conf, Some(hba));
+        cluster.start();
+        TlsCluster(cluster)
     }
 
     /// The relay's connection string over TCP to `host`, with `tls` settings.
     fn url(&self, host: &str, tls: &str) -> String {
-        format!("host={host} port={} user=postgres dbname=postgres {tls}", self.port)
+        format!("host={host} port={} user=postgres dbname=postgres {tls}", self.0.port)
     }
 }
-
-impl Drop for TlsCluster {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("runuser")
-            .args(["-u", "postgres", "--", &pg_bin("pg_ctl"), "-D", &self.dir.file("data"), "-m", "immediate", "stop"])
-            .output();
-    }
-}
-
-/// The roles the extension grants to (bin/lib.sh `create_roles`, the ones it needs).
-const ROLES: &str = "CREATE ROLE anon NOLOGIN NOINHERIT; CREATE ROLE authenticated NOLOGIN NOINHERIT; \
-                     CREATE ROLE service_role NOLOGIN NOINHERIT BYPASSRLS; CREATE EXTENSION voxanne_ext";
 
 /// A relay on `url`, its sessions named for this case.
 async fn relay_on(url: &str, case: &str) -> (Relay, String) {
@@ -133,10 +101,10 @@ async fn assert_refused(relay: &Relay, why: &str, case: &str) {
 async fn sslmodes_connect_verify_and_refuse_as_libpq_does_against_a_tls_only_server() {
     let started = std::time::Instant::now();
     let cluster = TlsCluster::start();
-    let admin = cluster.admin().await;
-    admin.batch_execute(ROLES).await.unwrap();
-    let ca = cluster.dir.file("ca.pem");
-    let other_ca = cluster.dir.file("other-ca.pem");
+    let admin = cluster.0.admin("postgres").await;
+    admin.batch_execute(ROLES_AND_EXTENSION).await.unwrap();
+    let ca = cluster.0.dir.file("ca.pem");
+    let other_ca = cluster.0.dir.file("other-ca.pem");
 
     // verify-full with the server's CA, by the name on its certificate: ready, and a webhook
     // is applied through the encrypted session

@@ -54,27 +54,57 @@ struct AssistantRequest<'a> {
     call: Option<Call<'a>>,
 }
 
+/// How a reply-expecting type is answered.
+enum Answer {
+    /// From the phone-number registry.
+    AssistantRequest,
+    /// The app's to answer (`upstream`); this reply when it does not.
+    Refusal(fn() -> Value),
+}
+
+fn no_app(what: &str) -> Value {
+    json!({ "error": format!("no {what} is configured for this assistant") })
+}
+
+/// Every type Vapi takes the HTTP answer of as its reply, and how it is answered. The relay
+/// reads the names (`reply_message_types`): it must never spool these, Vapi waits for them.
+const REPLY_TYPES: [(&str, Answer); 8] = [
+    ("assistant-request", Answer::AssistantRequest),
+    ("tool-calls", Answer::Refusal(|| no_app("tool handler"))),
+    ("transfer-destination-request", Answer::Refusal(|| no_app("transfer destination"))),
+    // the SDK's response requires a destination: an empty one, with the error
+    (
+        "handoff-destination-request",
+        Answer::Refusal(
+            || json!({ "destination": {}, "error": "no handoff destination is configured for this assistant" }),
+        ),
+    ),
+    ("knowledge-base-request", Answer::Refusal(|| json!({ "documents": [] }))),
+    ("call.endpointing.request", Answer::Refusal(|| json!({ "timeoutSeconds": DEFAULT_ENDPOINTING_SECONDS }))),
+    ("campaign.predial", Answer::Refusal(|| json!({ "eligible": false }))),
+    // Vapi wants raw PCM audio here, which only the app can make
+    ("voice-request", Answer::Refusal(|| Value::Null)),
+];
+
+/// The message types whose HTTP answer Vapi takes as its reply.
+#[pg_extern(immutable, parallel_safe)]
+#[search_path(pg_catalog, pg_temp)]
+fn reply_message_types() -> Vec<String> {
+    REPLY_TYPES.iter().map(|(kind, _)| kind.to_string()).collect()
+}
+
 /// The reply of a reply-expecting type, or None for a type that expects none.
 pub fn handle(message: Node<'_>, kind: &str) -> Option<Result<JsonbOut, VoxError>> {
-    let refusal = |reply: Value| {
-        Ok(JsonbOut::of(&Reply { applied: false, message_type: kind, org_id: None, reply, upstream: true }))
-    };
-    let no_app = |what: &str| json!({ "error": format!("no {what} is configured for this assistant") });
-    Some(match kind {
-        "assistant-request" => assistant_request(message, kind),
-        "tool-calls" => refusal(no_app("tool handler")),
-        "transfer-destination-request" => refusal(no_app("transfer destination")),
-        // the SDK's response requires a destination: an empty one, with the error
-        "handoff-destination-request" => refusal(json!({
-            "destination": {},
-            "error": "no handoff destination is configured for this assistant",
+    let (_, answer) = REPLY_TYPES.iter().find(|(reply_type, _)| *reply_type == kind)?;
+    Some(match answer {
+        Answer::AssistantRequest => assistant_request(message, kind),
+        Answer::Refusal(reply) => Ok(JsonbOut::of(&Reply {
+            applied: false,
+            message_type: kind,
+            org_id: None,
+            reply: reply(),
+            upstream: true,
         })),
-        "knowledge-base-request" => refusal(json!({ "documents": [] })),
-        "call.endpointing.request" => refusal(json!({ "timeoutSeconds": DEFAULT_ENDPOINTING_SECONDS })),
-        "campaign.predial" => refusal(json!({ "eligible": false })),
-        // Vapi wants raw PCM audio here, which only the app can make
-        "voice-request" => refusal(Value::Null),
-        _ => return None,
     })
 }
 

@@ -5,7 +5,7 @@
 -- table with own-org SELECT policies (install_privileges.rs), search_path pinned on every
 -- SECURITY DEFINER function (catalog.rs).
 BEGIN;
-SELECT plan(103);
+SELECT plan(105);
 
 SELECT has_schema('voxanne');
 SELECT has_extension('voxanne_ext');
@@ -44,6 +44,7 @@ SELECT has_function('voxanne', 'handle_vapi_message', ARRAY['jsonb', 'bytea']);
 SELECT has_function('voxanne', 'add_webhook_credential', ARRAY['uuid', 'text', 'text']);
 SELECT has_function('voxanne', 'revoke_webhook_credential', ARRAY['uuid', 'uuid']);
 SELECT has_function('voxanne', 'webhook_credential_digests', ARRAY[]::text[]);
+SELECT has_function('voxanne', 'reply_message_types', ARRAY[]::text[]);
 SELECT has_function('voxanne', 'grant_relay_role', ARRAY['regrole']);
 SELECT has_function('voxanne', 'record_rejected_event', ARRAY['text', 'text', 'text']);
 SELECT has_function('voxanne', 'purge_processed_events', ARRAY['interval']);
@@ -77,6 +78,7 @@ SELECT function_privs_are('voxanne', 'create_inbound_call',
 SELECT function_privs_are('voxanne', 'handle_vapi_message', ARRAY['jsonb', 'bytea'], 'service_role', ARRAY['EXECUTE']);
 SELECT function_privs_are('voxanne', 'add_webhook_credential', ARRAY['uuid', 'text', 'text'], 'service_role', ARRAY['EXECUTE']);
 SELECT function_privs_are('voxanne', 'webhook_credential_digests', ARRAY[]::text[], 'voxanne_relay', ARRAY['EXECUTE']);
+SELECT function_privs_are('voxanne', 'reply_message_types', ARRAY[]::text[], 'voxanne_relay', ARRAY['EXECUTE']);
 SELECT table_privs_are('voxanne', 'webhook_credentials', 'authenticated', ARRAY[]::text[]);
 SELECT table_privs_are('voxanne', 'calls', 'authenticated', ARRAY['SELECT']);
 SELECT table_privs_are('voxanne', 'calls', 'anon', ARRAY[]::text[]);

@@ -98,6 +98,68 @@ impl Drop for Scratch {
     }
 }
 
+/// A PostgreSQL cluster of the test's own on `port` (what a test stops, kills or reconfigures
+/// without touching the shared test database), in a [`Scratch`] directory; stopped on drop.
+pub struct Cluster {
+    pub dir: Scratch,
+    pub port: u16,
+}
+
+/// The roles the extension grants to (bin/lib.sh `create_roles`, the ones it needs), and the
+/// extension.
+pub const ROLES_AND_EXTENSION: &str = "CREATE ROLE anon NOLOGIN NOINHERIT; \
+    CREATE ROLE authenticated NOLOGIN NOINHERIT; CREATE ROLE service_role NOLOGIN NOINHERIT BYPASSRLS; \
+    CREATE EXTENSION voxanne_ext";
+
+impl Cluster {
+    /// initdb in `dir` (trust auth), with `conf` added to postgresql.conf and, when given,
+    /// `hba` as pg_hba.conf; not started.
+    pub fn init(dir: Scratch, port: u16, conf: &str, hba: Option<&str>) -> Cluster {
+        let data = dir.file("data");
+        as_postgres(&[&pg_bin("initdb"), "-D", &data, "-U", "postgres", "-E", "UTF8", "--auth=trust"]);
+        if let Some(hba) = hba {
+            std::fs::write(dir.path.join("data/pg_hba.conf"), hba).unwrap();
+        }
+        let mut postgresql_conf = std::fs::read_to_string(dir.path.join("data/postgresql.conf")).unwrap();
+        postgresql_conf.push_str(&format!(
+            "listen_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = '{}'\n{conf}\n",
+            dir.path.display()
+        ));
+        std::fs::write(dir.path.join("data/postgresql.conf"), postgresql_conf).unwrap();
+        Cluster { dir, port }
+    }
+
+    pub fn start(&self) {
+        as_postgres(&[
+            &pg_bin("pg_ctl"),
+            "-D",
+            &self.dir.file("data"),
+            "-l",
+            &self.dir.file("postgres.log"),
+            "-w",
+            "start",
+        ]);
+    }
+
+    /// `pg_ctl stop -m <mode>`: `immediate` is a crash (no checkpoint), `fast` a clean stop.
+    pub fn stop(&self, mode: &str) {
+        as_postgres(&[&pg_bin("pg_ctl"), "-D", &self.dir.file("data"), "-m", mode, "-w", "stop"]);
+    }
+
+    /// The superuser's plain connection to `dbname`, over the Unix socket.
+    pub async fn admin(&self, dbname: &str) -> tokio_postgres::Client {
+        db_at(&format!("host={} port={} user=postgres dbname={dbname}", self.dir.path.display(), self.port)).await
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("runuser")
+            .args(["-u", "postgres", "--", &pg_bin("pg_ctl"), "-D", &self.dir.file("data"), "-m", "immediate", "stop"])
+            .output();
+    }
+}
+
 pub async fn count(
     db: &tokio_postgres::Client,
     sql: &str,
