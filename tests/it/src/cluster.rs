@@ -157,7 +157,16 @@ impl PrivateCluster {
     /// `pg_ctl stop -m immediate`: every process quits at once, no checkpoint; the next start
     /// runs crash recovery from the WAL.
     pub fn stop_immediate(&mut self) {
-        ok(&[&format!("{}/pg_ctl", pg_bin()), "-D", self.data.to_str().unwrap(), "-m", "immediate", "-w", "stop"]);
+        self.stop("immediate");
+    }
+
+    /// A clean stop: sessions are ended, a shutdown checkpoint written.
+    pub fn stop_fast(&mut self) {
+        self.stop("fast");
+    }
+
+    fn stop(&mut self, mode: &str) {
+        ok(&[&format!("{}/pg_ctl", pg_bin()), "-D", self.data.to_str().unwrap(), "-m", mode, "-w", "stop"]);
         self.running = false;
     }
 

@@ -1072,6 +1072,8 @@ pub fn outcomes(answers: &[Option<Value>]) -> HashMap<String, u64> {
     for a in answers.iter().flatten() {
         let key = if a.get("ignored").is_some() {
             "ignored".to_string()
+        } else if a["spooled"] == true {
+            "spooled".to_string()
         } else {
             a.get("outcome").and_then(Value::as_str).unwrap_or("?").to_string()
         };
