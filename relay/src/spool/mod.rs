@@ -3,7 +3,7 @@
 //! default). Plain segment files of checksummed records (segment.rs), appended by one writer
 //! thread that gathers the appends waiting for it, writes them, and fsyncs once for all of them
 //! before any is answered; the drain (drain.rs) replays them in arrival order and deletes a
-//! segment once every record in it is settled. Why not an embedded store: docs/RELIABILITY.md.
+//! segment once every record in it is settled. Why not an embedded store: docs/OPERATIONS.md.
 //!
 //! A crash between a record's commit in the database and its segment's deletion replays it
 //! after the restart, which the database answers as a duplicate: at-least-once delivery into an
