@@ -100,7 +100,8 @@ BEGIN
     EXECUTE pg_catalog.format('GRANT USAGE ON SCHEMA voxanne TO %s', p_role);
     EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION voxanne.handle_vapi_message(jsonb, bytea),
         voxanne.record_rejected_event(text, text, text), voxanne.webhook_credential_digests(),
-        voxanne.reply_message_types() TO %s', p_role);
+        voxanne.reply_message_types(), voxanne.calls_missing_end(interval, interval, interval, integer),
+        voxanne.reconcile_call(uuid, jsonb) TO %s', p_role);
 END
 $$;
 REVOKE ALL ON FUNCTION voxanne.grant_relay_role(regrole) FROM PUBLIC;

@@ -50,6 +50,7 @@ pub extern "C-unwind" fn _PG_init() {
 
 extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);
 extension_sql_file!("../sql/outbox.sql", name = "outbox");
+extension_sql_file!("../sql/reconcile.sql", name = "reconcile", requires = [vapi::handle_vapi_message]);
 extension_sql_file!("../sql/security.sql", name = "security", finalize);
 
 /// Required by `cargo pgrx test`.

@@ -12,6 +12,7 @@ pub mod error;
 pub mod json_scan;
 pub mod limits;
 pub mod metrics;
+pub mod reconcile;
 pub mod reply;
 pub mod spool;
 #[cfg(feature = "testing")]

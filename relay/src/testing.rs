@@ -289,6 +289,82 @@ impl Drop for FakeUpstream {
     }
 }
 
+/// A stand-in for Vapi's API as `voxanne-relay reconcile` uses it: `GET /call/{id}` answers the
+/// call object it holds (built by the test from the SDK's `Call` type), 404 for another id, and
+/// 401 without `Authorization: Bearer <key>`. Each id can first fail with the statuses of its
+/// script (429 with `Retry-After: 0`, or any 5xx), one per request. It runs on the test's runtime.
+pub struct FakeVapiApi {
+    pub url: String,
+    state: std::sync::Arc<std::sync::Mutex<FakeVapiState>>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+#[derive(Default)]
+struct FakeVapiState {
+    calls: std::collections::HashMap<String, Value>,
+    failures: std::collections::HashMap<String, std::collections::VecDeque<u16>>,
+    requests: Vec<String>,
+}
+
+impl FakeVapiApi {
+    pub async fn start(key: &str) -> FakeVapiApi {
+        use axum::extract::Path;
+        use axum::http::{header, HeaderMap, StatusCode};
+        use axum::response::IntoResponse;
+
+        let state = std::sync::Arc::new(std::sync::Mutex::new(FakeVapiState::default()));
+        let shared = state.clone();
+        let expected = format!("Bearer {key}");
+        let app = axum::Router::new().route(
+            "/call/{id}",
+            axum::routing::get(move |Path(id): Path<String>, headers: HeaderMap| {
+                let (state, expected) = (shared.clone(), expected.clone());
+                async move {
+                    let mut state = state.lock().unwrap();
+                    state.requests.push(id.clone());
+                    if headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) != Some(expected.as_str()) {
+                        return (StatusCode::UNAUTHORIZED, r#"{"message":"Invalid API key"}"#).into_response();
+                    }
+                    if let Some(status) = state.failures.get_mut(&id).and_then(|script| script.pop_front()) {
+                        let mut response = (StatusCode::from_u16(status).unwrap(), "{}").into_response();
+                        response.headers_mut().insert(header::RETRY_AFTER, "0".parse().unwrap());
+                        return response;
+                    }
+                    match state.calls.get(&id) {
+                        Some(call) => axum::Json(call.clone()).into_response(),
+                        None => (StatusCode::NOT_FOUND, r#"{"message":"Not Found"}"#).into_response(),
+                    }
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the fake Vapi API");
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        FakeVapiApi { url, state, server }
+    }
+
+    /// Serves `call` (its `id`) from now on, after failing with `failures` first.
+    pub fn serve(&self, call: Value, failures: &[u16]) {
+        let id = call["id"].as_str().expect("a call object has an id").to_string();
+        let mut state = self.state.lock().unwrap();
+        state.failures.insert(id.clone(), failures.iter().copied().collect());
+        state.calls.insert(id, call);
+    }
+
+    /// The ids asked for so far, a request each.
+    pub fn requests(&self) -> Vec<String> {
+        self.state.lock().unwrap().requests.clone()
+    }
+}
+
+impl Drop for FakeVapiApi {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
 /// A URL on 127.0.0.1 where nothing listens: connecting is refused.
 pub fn refused_url() -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");

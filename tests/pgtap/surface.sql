@@ -5,7 +5,7 @@
 -- table with own-org SELECT policies (install_privileges.rs), search_path pinned on every
 -- SECURITY DEFINER function (catalog.rs).
 BEGIN;
-SELECT plan(105);
+SELECT plan(110);
 
 SELECT has_schema('voxanne');
 SELECT has_extension('voxanne_ext');
@@ -45,6 +45,8 @@ SELECT has_function('voxanne', 'add_webhook_credential', ARRAY['uuid', 'text', '
 SELECT has_function('voxanne', 'revoke_webhook_credential', ARRAY['uuid', 'uuid']);
 SELECT has_function('voxanne', 'webhook_credential_digests', ARRAY[]::text[]);
 SELECT has_function('voxanne', 'reply_message_types', ARRAY[]::text[]);
+SELECT has_function('voxanne', 'calls_missing_end', ARRAY['interval', 'interval', 'interval', 'integer']);
+SELECT has_function('voxanne', 'reconcile_call', ARRAY['uuid', 'jsonb']);
 SELECT has_function('voxanne', 'grant_relay_role', ARRAY['regrole']);
 SELECT has_function('voxanne', 'record_rejected_event', ARRAY['text', 'text', 'text']);
 SELECT has_function('voxanne', 'purge_processed_events', ARRAY['interval']);
@@ -69,7 +71,7 @@ FROM unnest(ARRAY['upsert_agent', 'create_inbound_call', 'complete_call', 'recor
     'handle_vapi_message', 'record_rejected_event', 'purge_processed_events', 'purge_outbox',
     'outbox_read', 'outbox_ack', 'outbox_drop_consumer', 'upsert_phone_number', 'upsert_squad',
     'upsert_workflow', 'upsert_vapi_org', 'tenant_token', 'rotate_tenant_key', 'add_webhook_credential',
-    'revoke_webhook_credential', 'webhook_credential_digests']) AS f;
+    'revoke_webhook_credential', 'webhook_credential_digests', 'calls_missing_end', 'reconcile_call']) AS f;
 
 -- privileges: service_role may write, authenticated may only read, anon nothing (that anon and
 -- authenticated may EXECUTE nothing but current_org_id(): attacks.rs)
@@ -79,6 +81,7 @@ SELECT function_privs_are('voxanne', 'handle_vapi_message', ARRAY['jsonb', 'byte
 SELECT function_privs_are('voxanne', 'add_webhook_credential', ARRAY['uuid', 'text', 'text'], 'service_role', ARRAY['EXECUTE']);
 SELECT function_privs_are('voxanne', 'webhook_credential_digests', ARRAY[]::text[], 'voxanne_relay', ARRAY['EXECUTE']);
 SELECT function_privs_are('voxanne', 'reply_message_types', ARRAY[]::text[], 'voxanne_relay', ARRAY['EXECUTE']);
+SELECT function_privs_are('voxanne', 'reconcile_call', ARRAY['uuid', 'jsonb'], 'voxanne_relay', ARRAY['EXECUTE']);
 SELECT table_privs_are('voxanne', 'webhook_credentials', 'authenticated', ARRAY[]::text[]);
 SELECT table_privs_are('voxanne', 'calls', 'authenticated', ARRAY['SELECT']);
 SELECT table_privs_are('voxanne', 'calls', 'anon', ARRAY[]::text[]);

@@ -254,8 +254,10 @@ async fn malformed_org_claim_is_an_error_not_an_empty_result() {
 }
 
 /// The functions the relay calls, and nothing else (`voxanne.grant_relay_role`).
-const RELAY_FUNCTIONS: [&str; 4] = [
+const RELAY_FUNCTIONS: [&str; 6] = [
+    "voxanne.calls_missing_end(interval,interval,interval,integer)",
     "voxanne.handle_vapi_message(jsonb,bytea)",
+    "voxanne.reconcile_call(uuid,jsonb)",
     "voxanne.record_rejected_event(text,text,text)",
     "voxanne.reply_message_types()",
     "voxanne.webhook_credential_digests()",

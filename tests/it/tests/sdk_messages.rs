@@ -3,16 +3,21 @@
 //! into a real database: every message is stored, acknowledged or answered as README "Vapi
 //! messages" says; every call sequence ends in the same rows in any order and under
 //! redeliveries; with Vapi's default `serverMessages` the lines are stored; a transient
-//! assistant's call routes by its tenant token, and a missing or forged one is refused and kept.
+//! assistant's call routes by its tenant token, and a missing or forged one is refused and kept;
+//! a call whose report never came is ended by `voxanne-relay reconcile` from a fake of Vapi's
+//! API serving the call object, in the rows its report makes.
 
 use std::path::{Path, PathBuf};
 
+use clap::Parser;
 use serde_json::Value;
 use tokio_postgres::Client;
 use uuid::Uuid;
 use voxanne_it::figures::{seed, Rng};
 use voxanne_it::relay::{Relay, SECRET};
 use voxanne_it::*;
+use voxanne_relay::reconcile::{self, ReconcileConfig};
+use voxanne_relay::testing::FakeVapiApi;
 
 // tests/sdk/README.md "Ids"
 const AVA: &str = "a0000000-0000-4000-8000-000000000001";
@@ -211,6 +216,23 @@ async fn every_sdk_message_is_stored_acknowledged_or_answered_through_the_relay(
 /// A call's rows as an app reads them, ids and write times aside: the call row, its lines and
 /// its kept report (with the run's call id taken out).
 async fn final_rows(world: &World, call: &str) -> String {
+    let rows = call_and_lines(world, call).await;
+    let report: Option<String> = world
+        .db
+        .query_one(
+            "SELECT md5(replace(r.report::text, $2, 'CALL')) FROM voxanne.call_reports r
+             JOIN voxanne.calls c ON c.org_id = r.org_id AND c.id = r.call_id
+             WHERE c.org_id = $1 AND c.vapi_call_id = $2",
+            &[&world.org, &call],
+        )
+        .await
+        .map(|r| r.get(0))
+        .unwrap_or(None);
+    format!("{rows} | {}", report.unwrap_or_default())
+}
+
+/// The call row and its lines, as an app reads them, ids and write times aside.
+async fn call_and_lines(world: &World, call: &str) -> String {
     world
         .db
         .query_one(
@@ -218,9 +240,7 @@ async fn final_rows(world: &World, call: &str) -> String {
                         c.ended_reason, c.started_at, c.ended_at, c.duration_seconds, c.cost, c.summary, c.transcript,
                         c.recording_url)::text,
                     (SELECT string_agg(t.role || '@' || t.spoken_at || ':' || t.text, ' / ' ORDER BY t.spoken_at, t.role)
-                     FROM voxanne.call_transcripts t WHERE t.org_id = c.org_id AND t.call_id = c.id),
-                    (SELECT md5(replace(r.report::text, $2, 'CALL')) FROM voxanne.call_reports r
-                     WHERE r.org_id = c.org_id AND r.call_id = c.id))
+                     FROM voxanne.call_transcripts t WHERE t.org_id = c.org_id AND t.call_id = c.id))
              FROM voxanne.calls c WHERE c.org_id = $1 AND c.vapi_call_id = $2",
             &[&world.org, &call],
         )
@@ -283,6 +303,105 @@ async fn every_sdk_call_sequence_ends_in_the_same_rows_in_any_order_and_under_re
         let stored = world.count(LINES, &format!("{call}-run0")).await;
         assert_eq!(stored, spoken, "{name}: every spoken line is stored, once");
     }
+    world.drop().await;
+}
+
+/// The call object Vapi's API (`GET /call/{id}`) returns for the call of an end-of-call report,
+/// as the SDK's `Call` type has it: the message's call, ended, with the report's own fields
+/// (endedReason, startedAt, endedAt, cost, costs, analysis, artifact), which `Call` carries
+/// under the same names.
+fn call_object(report: &Value) -> Value {
+    let message = &report["message"];
+    let mut call = message["call"].clone();
+    for key in ["endedReason", "startedAt", "endedAt", "cost", "costs", "analysis", "artifact"] {
+        if let Some(value) = message.get(key) {
+            call[key] = value.clone();
+        }
+    }
+    call["status"] = "ended".into();
+    call
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_whose_report_never_came_is_ended_by_reconcile_from_vapis_api_in_the_rows_its_report_makes() {
+    let world = World::new().await;
+    let key = "vapi-private-key";
+    let api = FakeVapiApi::start(key).await;
+    let mut sequences: Vec<PathBuf> =
+        std::fs::read_dir(fixtures().join("sequences")).unwrap().map(|e| e.unwrap().path()).collect();
+    sequences.sort();
+    // per SDK call sequence: one call gets every message, its twin all but the report, whose
+    // call Vapi's API serves (the first after a 429 and a 503)
+    let mut twins = Vec::new();
+    for (n, dir) in sequences.iter().enumerate() {
+        let bodies: Vec<String> = json_files(dir).iter().map(|p| world.body(p)).collect();
+        let call =
+            serde_json::from_str::<Value>(&bodies[0]).unwrap()["message"]["call"]["id"].as_str().unwrap().to_string();
+        let (reported, reconciled) = (format!("{call}-reported"), format!("{call}-reconciled"));
+        for (i, body) in bodies.iter().enumerate() {
+            assert_eq!(world.post(&body.replace(&call, &reported)).await.0, 200);
+            if i + 1 < bodies.len() {
+                assert_eq!(world.post(&body.replace(&call, &reconciled)).await.0, 200);
+            }
+        }
+        let report = bodies.last().unwrap().replace(&call, &reconciled);
+        let doc: Value = serde_json::from_str(&report).unwrap();
+        assert_eq!(doc["message"]["type"], "end-of-call-report", "{}", dir.display());
+        api.serve(call_object(&doc), if n == 0 { &[429, 503] } else { &[] });
+        twins.push((reported, reconciled, report));
+    }
+    // and a call Vapi's API does not know
+    let status = world.body(&fixtures().join("status-update--in-progress.json"));
+    let unknown_id =
+        serde_json::from_str::<Value>(&status).unwrap()["message"]["call"]["id"].as_str().unwrap().to_string();
+    assert_eq!(world.post(&status.replace(&unknown_id, "call-vapi-forgot")).await.0, 200);
+
+    let url = format!("{} dbname={}", std::env::var("VOXANNE_DATABASE_URL").unwrap(), world.db_name);
+    let config = ReconcileConfig::try_parse_from([
+        "voxanne-relay reconcile",
+        "--database-url",
+        &url,
+        "--vapi-api-url",
+        &api.url,
+        "--vapi-api-key",
+        key,
+        "--quiet",
+        "0s",
+        "--rate",
+        "100",
+    ])
+    .unwrap();
+    let first = reconcile::run(&config).await.unwrap();
+    assert_eq!(first.listed, twins.len() as u64 + 1, "{first:?}");
+    assert_eq!(first.outcomes.get("applied"), Some(&(twins.len() as u64)), "{first:?}");
+    assert_eq!((first.not_found, first.failed), (1, 0), "{first:?}");
+    let asked_first = api.requests().iter().filter(|id| **id == twins[0].1).count();
+    assert_eq!(asked_first, 3, "a 429 and a 503 are retried");
+    let mut rows = Vec::new();
+    for (reported, reconciled, _) in &twins {
+        let want = call_and_lines(&world, reported).await.replace(reported.as_str(), "CALL");
+        let got = call_and_lines(&world, reconciled).await.replace(reconciled.as_str(), "CALL");
+        assert_eq!(got, want, "the reconciled call {reconciled} differs from its reported twin");
+        rows.push(final_rows(&world, reconciled).await);
+    }
+
+    // again: only the call Vapi does not know is still missing its end, and nothing changes
+    let second = reconcile::run(&config).await.unwrap();
+    assert_eq!((second.listed, second.not_found, second.outcomes.len()), (1, 1, 0), "{second:?}");
+    // the report, delivered after all, is a duplicate of its reconciliation
+    for (_, reconciled, report) in &twins {
+        let (status, answer) = world.post(report).await;
+        assert_eq!(status, 200);
+        assert_eq!(serde_json::from_str::<Value>(&answer).unwrap()["outcome"], "duplicate", "{reconciled}: {answer}");
+    }
+    for ((_, reconciled, _), before) in twins.iter().zip(&rows) {
+        assert_eq!(&final_rows(&world, reconciled).await, before, "{reconciled} changed");
+    }
+
+    // a wrong API key ends the run
+    let mut wrong = config.clone();
+    wrong.vapi_api_key = "not-the-key".into();
+    assert!(matches!(reconcile::run(&wrong).await, Err(reconcile::ReconcileError::Credentials(_))));
     world.drop().await;
 }
 
