@@ -209,7 +209,9 @@ CREATE TABLE voxanne.outbox_consumers (
 -- JSON that jsonb refuses), so nothing is lost and an operator can replay them once fixed.
 -- org_id is the one nullable org_id in the schema, by necessity: a body whose assistant and
 -- phone number match no agent has no tenant to belong to. RLS hides such rows from every API
--- user; only the service role sees them. For the same reason the key is id alone.
+-- user; only the service role sees them. For the same reason the keys are id and the body's
+-- digest alone. One row per distinct body: a sender retrying a refused body (Vapi retries a
+-- 422 when its backoffPlan does not exclude it) counts on the row, with the latest refusal.
 CREATE TABLE voxanne.rejected_events (
     id           bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     org_id       uuid,
@@ -218,7 +220,12 @@ CREATE TABLE voxanne.rejected_events (
     message      text,
     message_type text,
     vapi_call_id text,
-    received_at  timestamptz NOT NULL DEFAULT pg_catalog.now()
+    received_at  timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    -- sha256 of the body's UTF-8
+    body_sha256  bytea       NOT NULL,
+    times_seen   integer     NOT NULL DEFAULT 1,
+    last_seen_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    CONSTRAINT rejected_events_body_key UNIQUE (body_sha256)
 );
 CREATE INDEX rejected_events_org_idx ON voxanne.rejected_events (org_id, received_at);
 

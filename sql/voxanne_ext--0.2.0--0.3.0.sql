@@ -357,3 +357,27 @@ BEGIN
 END
 $$;
 REVOKE ALL ON FUNCTION voxanne.grant_relay_role(regrole) FROM PUBLIC;
+
+-- The dead letter keeps one row per distinct body (sql/schema.sql): rows of the same body merge
+-- into the oldest, counted, with the latest refusal.
+ALTER TABLE voxanne.rejected_events
+    ADD COLUMN body_sha256 bytea,
+    ADD COLUMN times_seen integer NOT NULL DEFAULT 1,
+    ADD COLUMN last_seen_at timestamptz NOT NULL DEFAULT pg_catalog.now();
+UPDATE voxanne.rejected_events
+SET body_sha256 = pg_catalog.sha256(pg_catalog.convert_to(body, 'UTF8')), last_seen_at = received_at;
+WITH seen AS (
+    SELECT body_sha256, pg_catalog.min(id) AS keep, pg_catalog.count(*) AS n, pg_catalog.max(id) AS latest,
+           pg_catalog.max(received_at) AS last_seen
+    FROM voxanne.rejected_events GROUP BY body_sha256 HAVING pg_catalog.count(*) > 1
+), merged AS (
+    UPDATE voxanne.rejected_events AS r
+    SET times_seen = s.n, last_seen_at = s.last_seen, sqlstate = l.sqlstate, message = l.message
+    FROM seen AS s JOIN voxanne.rejected_events AS l ON l.id = s.latest
+    WHERE r.id = s.keep
+)
+DELETE FROM voxanne.rejected_events AS r USING seen AS s
+WHERE r.body_sha256 = s.body_sha256 AND r.id <> s.keep;
+ALTER TABLE voxanne.rejected_events
+    ALTER COLUMN body_sha256 SET NOT NULL,
+    ADD CONSTRAINT rejected_events_body_key UNIQUE (body_sha256);

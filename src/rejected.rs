@@ -110,6 +110,34 @@ mod tests {
         );
     }
 
+    #[pg_test]
+    fn a_body_refused_again_is_counted_on_its_row_with_the_latest_refusal() {
+        let body = r#"{"message":{"type":"status-update","status":"dialing","call":{"id":"c-again"}}}"#;
+        let record = |sqlstate: &str| -> i64 {
+            Spi::get_one_with_args("SELECT voxanne.record_rejected_event($1, $2, 'why')", &[body.into(), sqlstate.into()])
+                .unwrap()
+                .unwrap()
+        };
+        let first = record("22023");
+        assert_eq!(record("22023"), first);
+        assert_eq!(record("42704"), first, "the same row");
+        let row: String = Spi::get_one_with_args(
+            "SELECT concat_ws('|', count(*), max(times_seen), max(sqlstate), bool_and(last_seen_at >= received_at))
+             FROM voxanne.rejected_events WHERE body = $1",
+            &[body.into()],
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(row, "1|3|42704|t");
+        // a body that differs by a byte is another row
+        assert_ne!(
+            Spi::get_one_with_args::<i64>("SELECT voxanne.record_rejected_event($1 || ' ', '22023')", &[body.into()])
+                .unwrap()
+                .unwrap(),
+            first
+        );
+    }
+
     /// A refusal here would leave the relay only a 500 to answer, and the sender would retry
     /// forever: whatever its size, a body is kept, and what labels it is clipped.
     #[pg_test]

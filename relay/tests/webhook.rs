@@ -250,7 +250,7 @@ async fn malformed_json_is_400_and_writes_nothing() {
 }
 
 #[tokio::test]
-async fn unknown_assistant_is_422_and_stored_once() {
+async fn unknown_assistant_is_422_and_stored_once_however_often_it_is_sent() {
     let db = db().await;
     let relay = start_relay(&[]).await;
     let assistant = format!("asst_unknown_{}", uuid::Uuid::new_v4().simple());
@@ -267,6 +267,15 @@ async fn unknown_assistant_is_422_and_stored_once() {
     assert_eq!(stored.get::<_, String>(0), "42704");
     assert_eq!(stored.get::<_, Option<String>>(1).as_deref(), json["message"].as_str());
     assert_eq!(calls(&db, &call).await, 0);
+
+    // the sender's retries of the 422 are counted on the one row
+    for _ in 0..2 {
+        assert_eq!(relay.deliver_json(&body).await.0, StatusCode::UNPROCESSABLE_ENTITY);
+    }
+    assert_eq!(rejected(&db, &body).await, 1, "one row per distinct body");
+    let seen: i32 =
+        db.query_one("SELECT times_seen FROM voxanne.rejected_events WHERE body = $1", &[&body]).await.unwrap().get(0);
+    assert_eq!(seen, 3);
 }
 
 #[tokio::test]

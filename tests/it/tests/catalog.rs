@@ -96,12 +96,16 @@ async fn every_tenant_table_keys_on_org_id_and_api_roles_cannot_write_tables() {
         &db,
         "SELECT pg_catalog.pg_get_indexdef(x.indexrelid) || ' / org_id nullable: ' ||
                 (SELECT (NOT a.attnotnull)::text FROM pg_catalog.pg_attribute a WHERE a.attrelid = x.indrelid AND a.attname = 'org_id')
-         FROM pg_catalog.pg_index x WHERE x.indrelid = 'voxanne.rejected_events'::pg_catalog.regclass AND (x.indisunique OR x.indisprimary)",
+         FROM pg_catalog.pg_index x WHERE x.indrelid = 'voxanne.rejected_events'::pg_catalog.regclass AND (x.indisunique OR x.indisprimary)
+         ORDER BY 1",
     )
     .await;
     assert_eq!(
         exception,
-        vec!["CREATE UNIQUE INDEX rejected_events_pkey ON voxanne.rejected_events USING btree (id) / org_id nullable: true".to_string()],
+        vec![
+            "CREATE UNIQUE INDEX rejected_events_body_key ON voxanne.rejected_events USING btree (body_sha256) / org_id nullable: true".to_string(),
+            "CREATE UNIQUE INDEX rejected_events_pkey ON voxanne.rejected_events USING btree (id) / org_id nullable: true".to_string(),
+        ],
         "voxanne.rejected_events is the documented exception"
     );
     let schema_sql = std::fs::read_to_string(voxanne_it::figures::workspace_root().join("sql/schema.sql")).unwrap();

@@ -65,6 +65,13 @@ async fn upgrade_keeps_data_and_equals_a_fresh_install(from: &str, to: &str) -> 
     assert_eq!(scalar(&old, "SELECT extversion FROM pg_extension WHERE extname = 'voxanne_ext'").await, from);
     let org = Org::create(&old).await;
     write_a_call(&old, &org, "before-upgrade").await;
+    // a sender's retries of a refused body (one row each before 0.3.0), and another body; as
+    // the old version's rows (record_rejected_event is the new library's: OPERATIONS.md)
+    for (body, sqlstate) in [("retried", "22023"), ("retried", "42704"), ("once", "22023")] {
+        old.execute("INSERT INTO voxanne.rejected_events (body, sqlstate) VALUES ($1, $2)", &[&body, &sqlstate])
+            .await
+            .unwrap();
+    }
     let before = scalar(&old, "SELECT row(c.*)::text FROM voxanne.calls c").await;
 
     old.batch_execute(&format!("ALTER EXTENSION voxanne_ext UPDATE TO '{to}'")).await.expect("upgrade");
@@ -100,6 +107,7 @@ async fn upgrading_0_1_0_to_0_2_0_keeps_data_and_equals_a_fresh_0_2_0_install() 
 #[tokio::test]
 async fn upgrading_0_2_0_to_0_3_0_keeps_data_and_routes_every_call_shape() {
     let (db, old, org) = upgrade_keeps_data_and_equals_a_fresh_install("0.2.0", "0.3.0").await;
+    assert_dead_letter_merged(&old).await;
     write_a_call(&old, &org, "after-upgrade").await;
     // the 0.3.0 routes on upgraded data: a squad and a tenant token
     old.execute("SELECT voxanne.upsert_squad($1::uuid, 'squad-upgraded')", &[&org.id]).await.unwrap();
@@ -123,9 +131,21 @@ async fn upgrading_0_2_0_to_0_3_0_keeps_data_and_routes_every_call_shape() {
     drop_db(&db).await;
 }
 
+/// 0.3.0 keeps one dead-letter row per distinct body: the copies merge into the oldest, counted,
+/// with the latest refusal.
+async fn assert_dead_letter_merged(db: &Client) {
+    let rows = scalar(
+        db,
+        "SELECT string_agg(body || ':' || times_seen || ':' || sqlstate, ',' ORDER BY id) FROM voxanne.rejected_events",
+    )
+    .await;
+    assert_eq!(rows, "retried:2:42704,once:1:22023");
+}
+
 #[tokio::test]
 async fn upgrading_0_1_0_straight_to_0_3_0_equals_a_fresh_install() {
-    let (db, _, _) = upgrade_keeps_data_and_equals_a_fresh_install("0.1.0", "0.3.0").await;
+    let (db, old, _) = upgrade_keeps_data_and_equals_a_fresh_install("0.1.0", "0.3.0").await;
+    assert_dead_letter_merged(&old).await;
     drop_db(&db).await;
 }
 
