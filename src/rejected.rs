@@ -114,9 +114,12 @@ mod tests {
     fn a_body_refused_again_is_counted_on_its_row_with_the_latest_refusal() {
         let body = r#"{"message":{"type":"status-update","status":"dialing","call":{"id":"c-again"}}}"#;
         let record = |sqlstate: &str| -> i64 {
-            Spi::get_one_with_args("SELECT voxanne.record_rejected_event($1, $2, 'why')", &[body.into(), sqlstate.into()])
-                .unwrap()
-                .unwrap()
+            Spi::get_one_with_args(
+                "SELECT voxanne.record_rejected_event($1, $2, 'why')",
+                &[body.into(), sqlstate.into()],
+            )
+            .unwrap()
+            .unwrap()
         };
         let first = record("22023");
         assert_eq!(record("22023"), first);

@@ -753,3 +753,26 @@ pub async fn assert_only_the_young_aged_row_is_left(db: &Client, org: Uuid) {
     .await;
     assert_eq!(aged, HashMap::from([("aged:1:29".to_string(), 1)]), "the 29-day ledger row survives the purge");
 }
+
+/// The dead letter as it was at a moment: how often each body had been refused
+/// (`rejected_events` keeps one row per distinct body, counted in `times_seen`).
+pub struct DeadLetter(std::collections::HashMap<Vec<u8>, i32>);
+
+impl DeadLetter {
+    pub async fn snapshot(db: &Client) -> DeadLetter {
+        let rows = db.query("SELECT body_sha256, times_seen FROM voxanne.rejected_events", &[]).await.unwrap();
+        DeadLetter(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    /// Each body refused since the snapshot, with how many times.
+    pub async fn refusals_since(&self, db: &Client) -> std::collections::BTreeMap<String, i64> {
+        let rows = db.query("SELECT body_sha256, times_seen, body FROM voxanne.rejected_events", &[]).await.unwrap();
+        rows.iter()
+            .filter_map(|r| {
+                let (digest, seen): (Vec<u8>, i32) = (r.get(0), r.get(1));
+                let since = i64::from(seen - self.0.get(&digest).copied().unwrap_or(0));
+                (since > 0).then(|| (r.get::<_, String>(2), since))
+            })
+            .collect()
+    }
+}

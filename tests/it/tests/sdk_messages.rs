@@ -398,6 +398,19 @@ async fn a_call_whose_report_never_came_is_ended_by_reconcile_from_vapis_api_in_
         assert_eq!(&final_rows(&world, reconciled).await, before, "{reconciled} changed");
     }
 
+    // attack 26: an API answer for a call of another org than the one listed (a key of the
+    // wrong Vapi account, a forged response) is refused, and nothing is written
+    let (_, twin, report) = &twins[0];
+    let mut foreign = call_object(&serde_json::from_str(report).unwrap());
+    foreign["id"] = "call-of-another-org".into();
+    let refused = world
+        .db
+        .query_one("SELECT voxanne.reconcile_call($1, $2)", &[&Uuid::new_v4(), &foreign])
+        .await
+        .expect_err("another org's call");
+    assert_eq!(refused.code(), Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE), "{twin}: {refused}");
+    assert_eq!(world.count(CALLS, "call-of-another-org").await, 0, "nothing written");
+
     // a wrong API key ends the run
     let mut wrong = config.clone();
     wrong.vapi_api_key = "not-the-key".into();
