@@ -82,6 +82,16 @@ FROM (VALUES
 ) AS d(ord, what, ours, theirs)
 CROSS JOIN (SELECT DISTINCT clients FROM raw WHERE section = 'relay' AND metric = 'tps') AS c;
 
+-- the spool costs nothing while the database is healthy: no target but "within noise"
+INSERT INTO cmp
+SELECT 2100 + d.ord * 20 + row_number() OVER (PARTITION BY d.ord ORDER BY c.clients), d.what, 'relay',
+       d.ours, 'relay', d.theirs, c.clients, 'tps', NULL, false
+FROM (VALUES
+    (1, 'relay with --spool-dir ÷ without, status-update bodies', 'relay_spool_status', 'relay_status'),
+    (2, 'relay with --spool-dir ÷ without, transcript bodies', 'relay_spool_transcript', 'relay_transcript')
+) AS d(ord, what, ours, theirs)
+CROSS JOIN (SELECT DISTINCT clients FROM raw WHERE section = 'relay' AND metric = 'tps') AS c;
+
 INSERT INTO cmp
 SELECT 3000 + d.ord * 100 + row_number() OVER (PARTITION BY d.ord ORDER BY s.size),
        format('%s TPS at %s calls ÷ empty', d.name, to_char(s.size, 'FM999,999,999,999')),
@@ -220,6 +230,20 @@ FROM raw WHERE section = 'memory' HAVING count(*) > 0;
 SELECT pg_temp.md($$
     SELECT contender, clients, round(value::numeric, 1) AS "relay CPU µs/request", round(lo, 1) AS min, round(hi, 1) AS max
     FROM med WHERE section = 'relay' AND metric = 'cpu_us_per_request' ORDER BY contender, clients$$);
+\echo ''
+\echo '## The spool while the database is down, and its drain'
+\echo ''
+SELECT pg_temp.md($$
+    SELECT (SELECT round(value) FROM med WHERE section = 'relay' AND contender = 'relay_spool_while_down' AND metric = 'tps')
+               AS "req/s answered from the spool, database stopped",
+           (SELECT round(value) FROM med WHERE section = 'relay' AND contender = 'spool_drain' AND metric = 'entries')
+               AS "spooled per run",
+           (SELECT round(value) FROM med WHERE section = 'relay' AND contender = 'spool_drain' AND metric = 'msgs_per_s')
+               AS "drained msgs/s (from pg_ctl start)",
+           (SELECT max(value) FROM raw WHERE section = 'relay' AND contender = 'spool_healthy' AND metric = 'appended')
+               AS "spooled while healthy"$$);
+\echo ''
+\echo 'Medians over the rounds; the drain rate counts from the start of the restart until the spool is empty, one statement per message.'
 \else
 \pset footer off
 SELECT comparison, clients, ours, contender, ratio, target, status FROM ratios ORDER BY ord;

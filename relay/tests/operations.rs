@@ -119,14 +119,6 @@ async fn sessions(db: &tokio_postgres::Client, app_name: &str) -> Vec<i32> {
         .collect()
 }
 
-/// Holds a row lock on the tenant's agent, which the first insert of a call waits for (its
-/// foreign key check takes a KEY SHARE lock), so a delivery stays in flight until released.
-async fn block_calls_of<'a>(db: &'a mut tokio_postgres::Client, t: &Tenant) -> tokio_postgres::Transaction<'a> {
-    let tx = db.transaction().await.unwrap();
-    tx.execute("SELECT 1 FROM voxanne.agents WHERE org_id = $1::text::uuid FOR UPDATE", &[&t.org]).await.unwrap();
-    tx
-}
-
 /// Waits until `n` sessions named `app_name` wait for a lock; returns their pids.
 async fn lock_waiters(db: &tokio_postgres::Client, app_name: &str, n: usize) -> Vec<i32> {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -199,20 +191,7 @@ async fn statement_timeout_bounds_a_blocked_statement() {
     let db = db().await;
     let t = tenant(&db).await;
     let relay = start_relay(&["--statement-timeout", "300ms"]).await;
-    let mut locker = common::db().await;
-    let tx = block_calls_of(&mut locker, &t).await;
-
-    let call = new_call_id();
-    let started = Instant::now();
-    let (status, json) = relay.deliver_json(&status_update(&t.assistant, &call, "ringing")).await;
-    let elapsed = started.elapsed();
-    tx.rollback().await.unwrap();
-
-    // 57014 is a slow moment, not bad input: retried once, then 503 so the sender redelivers
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{json}");
-    assert_eq!(json["code"], "57014", "{json}");
-    assert!(elapsed < Duration::from_secs(3), "took {elapsed:?}");
-    assert_eq!(calls(&db, &call).await, 0);
+    assert_a_blocked_delivery_times_out(&relay, &db, &t).await;
 }
 
 #[tokio::test]

@@ -157,18 +157,7 @@ async fn transaction_mode_sets_the_statement_timeout_locally_and_leaks_it_to_no_
     let relay = Relay::start(&bouncer.url(), &["--pooler-mode", "transaction", "--statement-timeout", "300ms"]).await;
 
     // the relay's SET LOCAL bounds its statement on the pooled server connection...
-    let mut locker = common::db().await;
-    let tx = locker.transaction().await.unwrap();
-    tx.execute("SELECT 1 FROM voxanne.agents WHERE org_id = $1::text::uuid FOR UPDATE", &[&t.org]).await.unwrap();
-    let call = new_call_id();
-    let started = Instant::now();
-    let (status, json) = relay.deliver_json(&status_update(&t.assistant, &call, "ringing")).await;
-    let elapsed = started.elapsed();
-    tx.rollback().await.unwrap();
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{json}");
-    assert_eq!(json["code"], "57014", "{json}");
-    assert!(elapsed < Duration::from_secs(3), "took {elapsed:?}");
-    assert_eq!(calls(&db, &call).await, 0);
+    let call = assert_a_blocked_delivery_times_out(&relay, &db, &t).await;
 
     // ...and, once applied, ends with its transaction: the one server connection, which the relay
     // just used, shows the next client the server's default

@@ -215,3 +215,29 @@ pub fn status_update(assistant: &str, call_id: &str, status: &str) -> String {
     }})
     .to_string()
 }
+
+/// Holds a row lock on the tenant's agent, which the first insert of a call waits for (its
+/// foreign key check takes a KEY SHARE lock), so a delivery stays in flight until released.
+pub async fn block_calls_of<'a>(db: &'a mut tokio_postgres::Client, t: &Tenant) -> tokio_postgres::Transaction<'a> {
+    let tx = db.transaction().await.unwrap();
+    tx.execute("SELECT 1 FROM voxanne.agents WHERE org_id = $1::text::uuid FOR UPDATE", &[&t.org]).await.unwrap();
+    tx
+}
+
+/// Delivers a new call's first message while its agent is locked, on a relay whose statement
+/// timeout is well under 3 s: 57014 is a slow moment, not bad input, so the relay retries once,
+/// then answers 503 for the sender to redeliver, and nothing is written. Returns the call id.
+pub async fn assert_a_blocked_delivery_times_out(relay: &Relay, db: &tokio_postgres::Client, t: &Tenant) -> String {
+    let mut locker = self::db().await;
+    let tx = block_calls_of(&mut locker, t).await;
+    let call = new_call_id();
+    let started = std::time::Instant::now();
+    let (status, json) = relay.deliver_json(&status_update(&t.assistant, &call, "ringing")).await;
+    let elapsed = started.elapsed();
+    tx.rollback().await.unwrap();
+    assert_eq!(status, reqwest::StatusCode::SERVICE_UNAVAILABLE, "{json}");
+    assert_eq!(json["code"], "57014", "{json}");
+    assert!(elapsed < std::time::Duration::from_secs(3), "took {elapsed:?}");
+    assert_eq!(calls(db, &call).await, 0);
+    call
+}
