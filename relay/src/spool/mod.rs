@@ -15,6 +15,7 @@ pub mod segment;
 use std::collections::{HashSet, VecDeque};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -158,6 +159,8 @@ impl Spool {
     /// never answered 200: its fsync had not returned), and empty segments are removed.
     pub fn open(dir: &Path, max_bytes: u64) -> Result<Spool, SpoolError> {
         fs::create_dir_all(dir)?;
+        // bodies as Vapi sent them (callers' numbers, transcripts): the relay's user only
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
         let lock = OpenOptions::new().create(true).truncate(false).write(true).open(dir.join("LOCK"))?;
         match lock.try_lock() {
             Ok(()) => {}
@@ -464,7 +467,8 @@ impl Writer {
     fn create(&mut self) -> io::Result<Active> {
         let seq = self.next_seq;
         self.next_seq += 1;
-        let mut file = OpenOptions::new().create_new(true).append(true).open(segment_path(&self.dir, seq))?;
+        let mut file =
+            OpenOptions::new().create_new(true).append(true).mode(0o600).open(segment_path(&self.dir, seq))?;
         file.write_all(MAGIC)?;
         file.sync_all()?;
         sync_dir(&self.dir)?;
@@ -637,6 +641,16 @@ mod tests {
         assert_eq!(spool.depth().entries, 2);
         assert!(!spool.has_room_for(body(2).len()));
         assert!(spool.has_room_for(0));
+    }
+
+    #[tokio::test]
+    async fn only_the_relays_user_can_read_the_spool() {
+        let dir = Dir::new();
+        let spool = Spool::open(&dir.0, MIB).unwrap();
+        spool.append(&body(0), None).await.unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir.0), 0o700);
+        assert_eq!(mode(&dir.segments()[0]), 0o600);
     }
 
     #[test]
