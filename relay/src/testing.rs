@@ -365,6 +365,26 @@ impl Drop for FakeVapiApi {
     }
 }
 
+/// A free port on 127.0.0.1 for a server a test starts (and may stop and start again): one
+/// below the kernel's usual ephemeral range (32768-60999), so that no outgoing connection can
+/// hold it as its source port while the server is down. Probed from a place that differs per
+/// process and call, so parallel tests rarely try the same one.
+pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = std::process::id().wrapping_mul(61) % SPAN;
+    for _ in 0..SPAN {
+        let step = NEXT.fetch_add(1, Ordering::Relaxed) % SPAN;
+        let port = (LOW + (start + step * 7) % SPAN) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {LOW}..{}", LOW + SPAN)
+}
+
 /// A URL on 127.0.0.1 where nothing listens: connecting is refused.
 pub fn refused_url() -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");

@@ -5,8 +5,7 @@
 //! client, and startup `options` are refused. bin/test also runs the whole relay suite through
 //! one (`VOXANNE_RELAY_TEST_POOLER`).
 //!
-//! Needs pgbouncer (bin/lib.sh installs it), root (it runs as `postgres`), and a free port:
-//! `VOXANNE_POOLER_TEST_PORT`, default 54352.
+//! Needs pgbouncer (bin/lib.sh installs it) and root (it runs as `postgres`).
 
 mod common;
 
@@ -31,8 +30,7 @@ impl Bouncer {
         };
         let server_port = target.get_ports().first().copied().unwrap_or(5432);
         let dir = Scratch::new(&format!("pooler-{name}"));
-        // each test its own port: the tests of this file run in parallel
-        let port = test_port("VOXANNE_POOLER_TEST_PORT", 54352) + server_connections as u16 * 10 + name.len() as u16;
+        let port = free_port();
         std::fs::write(dir.path.join("users.txt"), "\"postgres\" \"\"\n\"voxanne_relay\" \"\"\n").unwrap();
         std::fs::write(
             dir.path.join("pgbouncer.ini"),

@@ -5,7 +5,7 @@
 //! The kills of the relay itself (mid-append, mid-drain) are in tests/it (a relay process).
 //!
 //! Needs the system PostgreSQL 15 with voxanne_ext installed (bin/lib.sh), root (the server
-//! runs as `postgres`), and free ports from `VOXANNE_SPOOL_TEST_PORT` (default 54360) on.
+//! runs as `postgres`).
 
 mod common;
 
@@ -38,13 +38,8 @@ struct World {
 }
 
 impl World {
-    async fn new(name: &str, offset: u16) -> World {
-        let cluster = Cluster::init(
-            Scratch::new(&format!("spool-{name}")),
-            test_port("VOXANNE_SPOOL_TEST_PORT", 54360) + offset,
-            "",
-            None,
-        );
+    async fn new(name: &str) -> World {
+        let cluster = Cluster::init(Scratch::new(&format!("spool-{name}")), free_port(), "", None);
         cluster.start();
         let admin = cluster.admin("postgres").await;
         admin.batch_execute(ROLES_AND_EXTENSION).await.unwrap();
@@ -116,7 +111,7 @@ fn segments(dir: &str) -> usize {
 #[tokio::test]
 async fn messages_sent_while_the_database_is_down_are_spooled_answered_200_and_stored_once_when_it_is_back() {
     let _turn = ONE_AT_A_TIME.lock().await;
-    let world = World::new("crash", 0).await;
+    let world = World::new("crash").await;
     let relay = world.relay(&[], true).await;
     let metrics_before = relay.metrics().await;
     let t = &world.t;
@@ -194,7 +189,7 @@ async fn messages_sent_while_the_database_is_down_are_spooled_answered_200_and_s
 #[tokio::test]
 async fn a_relay_restarted_while_the_database_is_down_keeps_spooling_and_drains_what_its_predecessor_spooled() {
     let _turn = ONE_AT_A_TIME.lock().await;
-    let world = World::new("restart", 1).await;
+    let world = World::new("restart").await;
     let t = &world.t;
     let first = world.relay(&[], true).await;
     world.cluster.stop("fast");
@@ -225,7 +220,7 @@ async fn a_relay_restarted_while_the_database_is_down_keeps_spooling_and_drains_
 #[tokio::test]
 async fn past_the_spools_cap_a_message_is_answered_503_and_kept_nowhere() {
     let _turn = ONE_AT_A_TIME.lock().await;
-    let world = World::new("full", 2).await;
+    let world = World::new("full").await;
     let t = &world.t;
     // room for two status updates
     let one = status_update(&t.assistant, &new_call_id(), "ringing").len() + 64;

@@ -3,7 +3,7 @@
 //! makes (openssl). One cluster for every sslmode, started once.
 //!
 //! Needs the system PostgreSQL 15 with voxanne_ext installed (bin/lib.sh), openssl, root (the
-//! server runs as `postgres`), and a free port: `VOXANNE_TLS_TEST_PORT`, default 54351.
+//! server runs as `postgres`).
 
 mod common;
 
@@ -16,7 +16,7 @@ struct TlsCluster(Cluster);
 impl TlsCluster {
     fn start() -> TlsCluster {
         let dir = Scratch::new("tls");
-        let port = test_port("VOXANNE_TLS_TEST_PORT", 54351);
+        let port = free_port();
         let openssl = |args: &str| as_postgres(&[&["openssl"], &args.split(' ').collect::<Vec<_>>()[..]].concat());
         let ec = "-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes";
         for ca in ["ca", "other-ca"] {

@@ -52,9 +52,11 @@ pub fn pg_bin(program: &str) -> String {
     format!("{dir}/{program}")
 }
 
-/// The port a test's own server listens on: `var` when set, else `default`.
-pub fn test_port(var: &str, default: u16) -> u16 {
-    std::env::var(var).ok().and_then(|p| p.parse().ok()).unwrap_or(default)
+/// A port for a test's own server: one below the kernel's ephemeral range (32768-60999) that is
+/// free when asked. A port in that range may be taken as the source port of any outgoing
+/// connection of the suite while the server is down, and the server then cannot bind it again.
+pub fn free_port() -> u16 {
+    voxanne_relay::testing::free_port()
 }
 
 /// Runs `argv` as the `postgres` user (PostgreSQL and PgBouncer refuse root), as bin/lib.sh's
@@ -130,15 +132,18 @@ impl Cluster {
     }
 
     pub fn start(&self) {
-        as_postgres(&[
-            &pg_bin("pg_ctl"),
-            "-D",
-            &self.dir.file("data"),
-            "-l",
-            &self.dir.file("postgres.log"),
-            "-w",
-            "start",
-        ]);
+        let (data, log) = (self.dir.file("data"), self.dir.file("postgres.log"));
+        let output = std::process::Command::new("runuser")
+            .args(["-u", "postgres", "--", &pg_bin("pg_ctl"), "-D", &data, "-l", &log, "-w", "start"])
+            .output()
+            .expect("run pg_ctl");
+        assert!(
+            output.status.success(),
+            "pg_ctl start on port {}: {}\nserver log:\n{}",
+            self.port,
+            String::from_utf8_lossy(&output.stdout),
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
     }
 
     /// `pg_ctl stop -m <mode>`: `immediate` is a crash (no checkpoint), `fast` a clean stop.

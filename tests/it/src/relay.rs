@@ -14,10 +14,7 @@ use std::time::{Duration, Instant};
 
 pub use voxanne_relay::testing::{http_client, metric_sum, Relay, HMAC_KEY, SECRET};
 
-/// A free TCP port on 127.0.0.1 (bound, then released).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port").local_addr().unwrap().port()
-}
+pub use voxanne_relay::testing::free_port;
 
 /// The relay in a child process, killable with SIGKILL.
 pub struct ChildRelay {
