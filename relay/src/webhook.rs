@@ -20,7 +20,7 @@ use serde_json::Value;
 use tracing::Span;
 
 use crate::app::AppState;
-use crate::db::{Answer, DbError};
+use crate::db::{Answer, DbError, CANNOT_CONNECT, CONNECTION_LOST};
 use crate::error::RelayError;
 use crate::json_scan::{self, Excess, JsonLimits};
 use crate::metrics;
@@ -250,10 +250,15 @@ impl<'a> Envelope<'a> {
 }
 
 impl Request<'_> {
+    /// The message's `type`, when it has one.
+    fn kind(&self) -> Option<&str> {
+        self.envelope.message.as_ref().and_then(|m| m.kind.as_deref())
+    }
+
     /// Records the message's type and call id in the request span; returns the type's label.
     fn record(&self, span: &Span) -> &'static str {
         let message = self.envelope.message.as_ref();
-        let kind = message.and_then(|m| m.kind.as_deref());
+        let kind = self.kind();
         if let Some(kind) = kind {
             span.record("message_type", clip(kind, LOGGED_ID_MAX));
         }
@@ -283,6 +288,13 @@ async fn deliver(state: &AppState, request: &Request<'_>, credential: Credential
         let rejected = |code, message| RelayError::Rejected { code, message };
         return Err(dead_letter(state, text, code.to_string(), message.clone(), rejected).await);
     }
+    if let Some(spool) = state.spool.as_deref().filter(|spool| spool.database_down()) {
+        if spool.admits(request.kind()).is_ok() {
+            let failure =
+                DbError::Transient { code: CANNOT_CONNECT.into(), source: "found unreachable a moment ago".into() };
+            return spool_or(spool, request, credential, failure).await;
+        }
+    }
     match state.db.handle_vapi_message(text, credential.digest()).await {
         Ok(json) => Ok(json),
         Err(DbError::Permanent { code, message }) => {
@@ -297,11 +309,22 @@ async fn deliver(state: &AppState, request: &Request<'_>, credential: Credential
             Err(DbError::Unauthorized.into())
         }
         Err(err @ DbError::Transient { .. }) => match &state.spool {
-            Some(spool) => spool_or(spool, request, credential, err).await,
+            Some(spool) => {
+                if unreachable(&err) {
+                    spool.database_unreachable();
+                }
+                spool_or(spool, request, credential, err).await
+            }
             None => Err(err.into()),
         },
         Err(err) => Err(err.into()),
     }
+}
+
+/// A failure that says the database is not there (rather than slow): no connection could be
+/// opened, or the one in use was lost.
+fn unreachable(err: &DbError) -> bool {
+    matches!(err, DbError::Transient { code, .. } if code == CANNOT_CONNECT || code == CONNECTION_LOST || code.starts_with("57P"))
 }
 
 /// The answer of a message the database could not take: `{"spooled": true}` once it is on disk
@@ -312,8 +335,7 @@ async fn spool_or(
     credential: Credential,
     failure: DbError,
 ) -> Result<Value, RelayError> {
-    let kind = request.envelope.message.as_ref().and_then(|m| m.kind.as_deref());
-    let spooled = match spool.admits(kind) {
+    let spooled = match spool.admits(request.kind()) {
         Ok(()) => spool.append(request.text, credential.digest()).await,
         Err(refused) => Err(refused),
     };

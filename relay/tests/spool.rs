@@ -248,3 +248,29 @@ async fn past_the_spools_cap_a_message_is_answered_503_and_kept_nowhere() {
     let stored: Vec<i64> = futures_util::future::join_all(calls_sent.iter().map(|c| calls(&db, c))).await;
     assert_eq!(stored, [1, 1, 0], "the 503 was kept nowhere");
 }
+
+#[tokio::test]
+async fn while_the_database_is_down_messages_are_spooled_without_trying_it_each_time() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let world = World::new("breaker").await;
+    let relay = world.relay(&[], true).await;
+    world.cluster.stop("immediate");
+    let retries_before = relay.db_retries().await;
+    let started = Instant::now();
+    let calls_sent: Vec<String> = (0..300).map(|_| new_call_id()).collect();
+    for call in &calls_sent {
+        let (status, json) = relay.deliver_json(&status_update(&world.t.assistant, call, "ringing")).await;
+        assert_eq!((status, &json), (StatusCode::OK, &json!({ "spooled": true })));
+    }
+    let elapsed = started.elapsed().as_secs() + 1;
+    // a failed try is retried once (voxanne_relay_db_retries_total): without the pause every
+    // message would try, and count one; with it, a try a second (the first on a pooled session
+    // the crash broke, and its retries)
+    let tried = relay.db_retries().await - retries_before;
+    assert!(tried <= 2 * elapsed + 2, "{tried} tries of the database for 300 messages in {elapsed} s");
+    world.cluster.start();
+    drained(&relay).await;
+    let db = world.admin().await;
+    let stored = count(&db, "SELECT count(*) FROM voxanne.calls WHERE vapi_call_id = ANY($1)", &[&calls_sent]).await;
+    assert_eq!(stored, 300);
+}

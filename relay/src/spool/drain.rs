@@ -94,7 +94,7 @@ async fn drain_segment(spool: &Spool, db: &Db, seq: u64) {
         metrics::record_spool_damaged();
     }
     for (i, entry) in scan.entries.iter().enumerate() {
-        let outcome = settle(db, entry).await;
+        let outcome = settle(spool, db, entry).await;
         metrics::record_spool_drained(outcome);
         spool.settled(seq, scan.entries.get(i + 1).map(|next| next.arrived_ms));
     }
@@ -105,12 +105,15 @@ async fn drain_segment(spool: &Spool, db: &Db, seq: u64) {
 }
 
 /// Applies one entry, or puts it in the dead letter; returns the outcome label.
-async fn settle(db: &Db, entry: &Entry<'_>) -> &'static str {
+async fn settle(spool: &Spool, db: &Db, entry: &Entry<'_>) -> &'static str {
     let mut backoff = Backoff::new();
     let mut timeouts = 0;
     loop {
         let (code, message) = match db.handle_vapi_message(entry.body, entry.credential).await {
-            Ok(answer) => return Answer::of(&answer).outcome_label(),
+            Ok(answer) => {
+                spool.database_reachable();
+                return Answer::of(&answer).outcome_label();
+            }
             Err(DbError::Permanent { code, message } | DbError::Forbidden { code, message }) => (code, message),
             Err(DbError::Unauthorized) => (
                 REVOKED.to_string(),

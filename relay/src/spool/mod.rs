@@ -17,6 +17,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -30,6 +31,11 @@ use segment::{Entry, MAGIC};
 const SEGMENT_TARGET: u64 = 8 * 1024 * 1024;
 /// Most appends written under one fsync.
 const GROUP_MAX: usize = 1024;
+/// How long, after the database was found unreachable, messages go to the spool without trying
+/// it: during an outage every webhook would otherwise open (and retry) a connection that is
+/// refused, thousands a second under load, each from a new source port (on one host, one of
+/// them can even take the server's own port while it is down). The drain's success ends it early.
+const DOWN_PAUSE_MS: u64 = 1_000;
 /// Where the reply-expecting types last loaded from the database are kept, so a relay restarted
 /// while the database is down still knows which messages it can spool.
 const REPLY_TYPES_FILE: &str = "reply-types.json";
@@ -124,6 +130,8 @@ pub struct Spool {
     /// Woken by every append, for the drain.
     appended: Notify,
     reply_types: RwLock<Option<HashSet<String>>>,
+    /// Until when (ms since the epoch) the database is taken for unreachable ([`DOWN_PAUSE_MS`]).
+    down_until: AtomicU64,
     /// Held (an exclusive lock on `LOCK`) while the spool is open.
     _lock: File,
 }
@@ -232,6 +240,7 @@ impl Spool {
             writer: Mutex::new(tx),
             appended: Notify::new(),
             reply_types: RwLock::new(reply_types),
+            down_until: AtomicU64::new(0),
             _lock: lock,
         };
         spool.record_metrics();
@@ -240,6 +249,21 @@ impl Spool {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The database could not be reached: spool without trying it for a moment.
+    pub fn database_unreachable(&self) {
+        self.down_until.store(now_ms() + DOWN_PAUSE_MS, Ordering::Relaxed);
+    }
+
+    /// The database answered.
+    pub fn database_reachable(&self) {
+        self.down_until.store(0, Ordering::Relaxed);
+    }
+
+    /// Whether the database was found unreachable a moment ago.
+    pub fn database_down(&self) -> bool {
+        now_ms() < self.down_until.load(Ordering::Relaxed)
     }
 
     /// Whether a message of type `kind` may be spooled: not one Vapi waits on for its reply.
