@@ -85,7 +85,7 @@ CROSS JOIN (SELECT DISTINCT clients FROM raw WHERE section = 'relay' AND metric 
 -- the spool costs nothing while the database is healthy: no target but "within noise"
 INSERT INTO cmp
 SELECT 2100 + d.ord * 20 + row_number() OVER (PARTITION BY d.ord ORDER BY c.clients), d.what, 'relay',
-       d.ours, 'relay', d.theirs, c.clients, 'tps', NULL, false
+       d.ours, 'relay', d.theirs, c.clients, 'tps', NULL, true
 FROM (VALUES
     (1, 'relay with --spool-dir ÷ without, status-update bodies', 'relay_spool_status', 'relay_status'),
     (2, 'relay with --spool-dir ÷ without, transcript bodies', 'relay_spool_transcript', 'relay_transcript')
