@@ -1208,6 +1208,22 @@ def replies(out: Out) -> None:
         out.write_doc(f"replies/{fixture}", wire(response))
 
 
+# -- calls, as Vapi's API returns them -------------------------------------------------------
+
+
+def calls(out: Out) -> None:
+    """calls/<sequence>.json: each sequence's call as Vapi's API returns it (`GET /call/{id}`),
+    the SDK's `Call` built from the sequence's end-of-call report: the report's call, ended, with
+    the report's own fields, which `Call` carries under the same names. `voxanne-relay
+    reconcile` is tested against a fake API serving them (tests/it/tests/sdk_messages.rs)."""
+    own = ("endedReason", "startedAt", "endedAt", "cost", "costs", "analysis", "artifact")
+    for sequence in sorted(p for p in (out.root / "sequences").iterdir() if p.is_dir()):
+        report = json.loads(sorted(sequence.glob("*.json"))[-1].read_text())["message"]
+        assert report["type"] == "end-of-call-report", f"{sequence.name} does not end with its report"
+        fields = {**report["call"], "status": "ended", **{k: report[k] for k in own if k in report}}
+        out.write_doc(f"calls/{sequence.name}.json", wire(Call.model_validate(fields)))
+
+
 def build(out_dir: pathlib.Path, large_dir: pathlib.Path | None = None) -> None:
     out = Out(out_dir)
     single_members(out)
@@ -1218,6 +1234,7 @@ def build(out_dir: pathlib.Path, large_dir: pathlib.Path | None = None) -> None:
     sequence_squad(out)
     sequence_default_server_messages(out)
     replies(out)
+    calls(out)
     out.write_list()
     if large_dir:
         large_report(large_dir)

@@ -53,9 +53,9 @@ def main() -> None:
         cases[file], docs[file] = (what, must_pass), (doc, kind)
 
     for path in args.fixtures:
-        kind = replies.response_type(path) if replies.is_reply(path) else "ServerMessage"
+        kind = replies.document_type(path) if replies.is_typed(path) else "ServerMessage"
         add(str(path), json.loads(path.read_text()), True, kind)
-        if replies.is_reply(path):
+        if replies.is_typed(path):
             for name, doc in replies.broken(json.loads(path.read_text())).items():
                 add(f"self-test reply {path.name} {name!r}", doc, False, kind)
     for path in args.must_fail:

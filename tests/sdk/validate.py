@@ -147,7 +147,7 @@ def difference(given, back, path: str) -> str | None:
 
 def reply_problems(path: pathlib.Path, doc) -> list[str]:
     try:
-        parsed = parse_obj_as(getattr(vapi.types, replies.response_type(path)), doc)
+        parsed = parse_obj_as(getattr(vapi.types, replies.document_type(path)), doc)
     except (AttributeError, ValueError, pydantic.ValidationError) as error:
         return [str(error)]
     back = difference(doc, jsonable_encoder(parsed), "reply")
@@ -188,7 +188,7 @@ def main() -> None:
     failures = []
     for path in args.fixtures:
         doc = json.loads(path.read_text())
-        found = reply_problems(path, doc) if replies.is_reply(path) else problems(doc)
+        found = reply_problems(path, doc) if replies.is_typed(path) else problems(doc)
         failures += [f"{path}: {p}" for p in found]
     for path in args.must_fail:
         if not problems(json.loads(path.read_text())):
@@ -197,7 +197,7 @@ def main() -> None:
     for name, doc in broken.items():
         if not problems(doc):
             failures.append(f"self-test: the broken sample {name!r} of {args.self_test} was accepted")
-    for path in filter(replies.is_reply, args.fixtures):
+    for path in filter(replies.is_typed, args.fixtures):
         for name, doc in replies.broken(json.loads(path.read_text())).items():
             broken[f"{path.name} {name}"] = doc
             if not reply_problems(path, doc):

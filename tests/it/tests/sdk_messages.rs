@@ -306,22 +306,6 @@ async fn every_sdk_call_sequence_ends_in_the_same_rows_in_any_order_and_under_re
     world.drop().await;
 }
 
-/// The call object Vapi's API (`GET /call/{id}`) returns for the call of an end-of-call report,
-/// as the SDK's `Call` type has it: the message's call, ended, with the report's own fields
-/// (endedReason, startedAt, endedAt, cost, costs, analysis, artifact), which `Call` carries
-/// under the same names.
-fn call_object(report: &Value) -> Value {
-    let message = &report["message"];
-    let mut call = message["call"].clone();
-    for key in ["endedReason", "startedAt", "endedAt", "cost", "costs", "analysis", "artifact"] {
-        if let Some(value) = message.get(key) {
-            call[key] = value.clone();
-        }
-    }
-    call["status"] = "ended".into();
-    call
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_whose_report_never_came_is_ended_by_reconcile_from_vapis_api_in_the_rows_its_report_makes() {
     let world = World::new().await;
@@ -331,7 +315,8 @@ async fn a_call_whose_report_never_came_is_ended_by_reconcile_from_vapis_api_in_
         std::fs::read_dir(fixtures().join("sequences")).unwrap().map(|e| e.unwrap().path()).collect();
     sequences.sort();
     // per SDK call sequence: one call gets every message, its twin all but the report, whose
-    // call Vapi's API serves (the first after a 429 and a 503)
+    // call Vapi's API serves (calls/<sequence>.json: the SDK's `Call`; the first after a 429
+    // and a 503)
     let mut twins = Vec::new();
     for (n, dir) in sequences.iter().enumerate() {
         let bodies: Vec<String> = json_files(dir).iter().map(|p| world.body(p)).collect();
@@ -345,9 +330,9 @@ async fn a_call_whose_report_never_came_is_ended_by_reconcile_from_vapis_api_in_
             }
         }
         let report = bodies.last().unwrap().replace(&call, &reconciled);
-        let doc: Value = serde_json::from_str(&report).unwrap();
-        assert_eq!(doc["message"]["type"], "end-of-call-report", "{}", dir.display());
-        api.serve(call_object(&doc), if n == 0 { &[429, 503] } else { &[] });
+        let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+        let api_call = world.body(&fixtures().join("calls").join(format!("{name}.json"))).replace(&call, &reconciled);
+        api.serve(serde_json::from_str(&api_call).unwrap(), if n == 0 { &[429, 503] } else { &[] });
         twins.push((reported, reconciled, report));
     }
     // and a call Vapi's API does not know
@@ -400,8 +385,12 @@ async fn a_call_whose_report_never_came_is_ended_by_reconcile_from_vapis_api_in_
 
     // attack 26: an API answer for a call of another org than the one listed (a key of the
     // wrong Vapi account, a forged response) is refused, and nothing is written
-    let (_, twin, report) = &twins[0];
-    let mut foreign = call_object(&serde_json::from_str(report).unwrap());
+    let twin = &twins[0].1;
+    let mut foreign: Value = serde_json::from_str(&world.body(&fixtures().join("calls").join(format!(
+        "{}.json",
+        sequences[0].file_name().unwrap().to_string_lossy()
+    ))))
+    .unwrap();
     foreign["id"] = "call-of-another-org".into();
     let refused = world
         .db
