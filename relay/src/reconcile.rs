@@ -14,6 +14,7 @@ use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use reqwest::header::{HeaderValue, RETRY_AFTER};
 use reqwest::StatusCode;
 use serde_json::Value;
+use tokio_postgres::types::Type;
 use tokio_postgres::Client;
 
 use crate::config::LogFormat;
@@ -111,6 +112,12 @@ pub enum ReconcileError {
     Setup(String),
 }
 
+/// The calls missing their end: `$1..$3` intervals as text, `$4` the limit.
+const LIST: &str = "SELECT org_id::text, vapi_call_id FROM voxanne.calls_missing_end(
+    $1::text::interval, $2::text::interval, $3::text::interval, $4)";
+/// One call object (`$2`, JSON text) applied for the org it was listed under (`$1`).
+const APPLY: &str = "SELECT voxanne.reconcile_call($1::text::uuid, $2::text::jsonb)";
+
 const BACKOFF_FIRST: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
@@ -127,11 +134,17 @@ pub async fn run(config: &ReconcileConfig) -> Result<Summary, ReconcileError> {
         .map_err(|e| ReconcileError::Setup(format!("the HTTP client: {e}")))?;
     let key = HeaderValue::from_str(&format!("Bearer {}", config.vapi_api_key))
         .map_err(|_| ReconcileError::Setup("--vapi-api-key is not a valid header value".into()))?;
+    // unnamed statements with their types given (query_typed): one round trip each, and they
+    // work behind a pooler in transaction mode as the relay's own do
     let listed = db
-        .query(
-            "SELECT org_id::text, vapi_call_id FROM voxanne.calls_missing_end(
-                 $1::text::interval, $2::text::interval, $3::text::interval, $4)",
-            &[&seconds(config.quiet), &seconds(config.longest), &seconds(config.horizon), &config.limit],
+        .query_typed(
+            LIST,
+            &[
+                (&seconds(config.quiet), Type::TEXT),
+                (&seconds(config.longest), Type::TEXT),
+                (&seconds(config.horizon), Type::TEXT),
+                (&config.limit, Type::INT4),
+            ],
         )
         .await?;
     let mut summary = Summary { listed: listed.len() as u64, ..Summary::default() };
@@ -142,9 +155,7 @@ pub async fn run(config: &ReconcileConfig) -> Result<Summary, ReconcileError> {
         let (org, call): (String, String) = (row.get(0), row.get(1));
         match api.call(&call, &mut pace, &mut summary.requests).await? {
             Fetched::Call(object) => {
-                let applied = db
-                    .query_one("SELECT voxanne.reconcile_call($1::text::uuid, $2::text::jsonb)", &[&org, &object])
-                    .await;
+                let applied = db.query_typed_one(APPLY, &[(&org, Type::TEXT), (&object, Type::TEXT)]).await;
                 match applied {
                     Ok(row) => {
                         let answer: Value = row.get(0);

@@ -321,3 +321,38 @@ async fn a_provisional_line_and_the_list_of_its_utterance_racing_store_it_once()
     assert_eq!(named, replaced as i64);
     eprintln!("provisional lines stored first, then replaced: {replaced} of {ROUNDS} rounds");
 }
+
+/// The dead letter keeps one row per distinct body: a sender's retries of a refused body racing
+/// each other (16 connections at once, 20 rounds) count on one row, none is lost or doubled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_same_refused_body_from_16_connections_is_one_dead_letter_row_counted_16_times() {
+    let (db, _, clients) = setup().await;
+    for round in 0..20 {
+        let body = format!(
+            r#"{{"message":{{"type":"status-update","status":"dialing","call":{{"id":"{}"}}}}}}"#,
+            unique("dl")
+        );
+        let barrier = Arc::new(tokio::sync::Barrier::new(clients.len()));
+        let tasks = clients.iter().map(|client| {
+            let (client, barrier, body) = (client.clone(), barrier.clone(), body.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                client
+                    .query_one("SELECT voxanne.record_rejected_event($1, '22023', 'refused')", &[&body])
+                    .await
+                    .map(|r| r.get::<_, i64>(0))
+            })
+        });
+        let ids: Vec<i64> = futures::future::join_all(tasks)
+            .await
+            .into_iter()
+            .map(|t| t.unwrap().unwrap_or_else(|e| panic!("round {round}: {}", describe(&e))))
+            .collect();
+        assert!(ids.iter().all(|id| *id == ids[0]), "round {round}: every delivery answers the one row: {ids:?}");
+        let row = db
+            .query_one("SELECT count(*), max(times_seen) FROM voxanne.rejected_events WHERE body = $1", &[&body])
+            .await
+            .unwrap();
+        assert_eq!((row.get::<_, i64>(0), row.get::<_, i32>(1)), (1, CLIENTS as i32), "round {round}");
+    }
+}

@@ -386,11 +386,11 @@ async fn a_call_whose_report_never_came_is_ended_by_reconcile_from_vapis_api_in_
     // attack 26: an API answer for a call of another org than the one listed (a key of the
     // wrong Vapi account, a forged response) is refused, and nothing is written
     let twin = &twins[0].1;
-    let mut foreign: Value = serde_json::from_str(&world.body(&fixtures().join("calls").join(format!(
-        "{}.json",
-        sequences[0].file_name().unwrap().to_string_lossy()
-    ))))
-    .unwrap();
+    let mut foreign: Value =
+        serde_json::from_str(&world.body(
+            &fixtures().join("calls").join(format!("{}.json", sequences[0].file_name().unwrap().to_string_lossy())),
+        ))
+        .unwrap();
     foreign["id"] = "call-of-another-org".into();
     let refused = world
         .db
@@ -399,6 +399,18 @@ async fn a_call_whose_report_never_came_is_ended_by_reconcile_from_vapis_api_in_
         .expect_err("another org's call");
     assert_eq!(refused.code(), Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE), "{twin}: {refused}");
     assert_eq!(world.count(CALLS, "call-of-another-org").await, 0, "nothing written");
+
+    // bad input names its parameter, with a stable SQLSTATE, and writes nothing
+    for (org, call, code, named) in [
+        (None, serde_json::json!({"id": "x"}), tokio_postgres::error::SqlState::NULL_VALUE_NOT_ALLOWED, "p_org_id"),
+        (Some(world.org), serde_json::json!([1]), tokio_postgres::error::SqlState::INVALID_PARAMETER_VALUE, "p_call"),
+    ] {
+        let refused =
+            world.db.query_one("SELECT voxanne.reconcile_call($1, $2)", &[&org, &call]).await.expect_err("bad input");
+        assert_eq!(refused.code(), Some(&code), "{refused}");
+        let message = refused.as_db_error().unwrap().message().to_string();
+        assert!(message.contains(named), "{message}");
+    }
 
     // a wrong API key ends the run
     let mut wrong = config.clone();
