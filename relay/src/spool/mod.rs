@@ -1,8 +1,8 @@
 //! The durable spool (`--spool-dir`): where a verified message goes when the database cannot take
 //! it, so that it is answered 200 and applied later rather than lost (Vapi does not retry by
 //! default). Plain segment files of checksummed records (segment.rs), appended by one writer
-//! thread that gathers the appends waiting for it, writes them, and fsyncs once for all of them
-//! before any is answered; the drain (drain.rs) replays them in arrival order and deletes a
+//! thread (writer.rs) that gathers the appends waiting for it, writes them, and fsyncs once for
+//! all of them before any is answered; the drain (drain.rs) replays them in arrival order and deletes a
 //! segment once every record in it is settled. Why not an embedded store: docs/OPERATIONS.md.
 //!
 //! A crash between a record's commit in the database and its segment's deletion replays it
@@ -11,11 +11,12 @@
 
 pub mod drain;
 pub mod segment;
+mod writer;
 
 use std::collections::{HashSet, VecDeque};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex, RwLock};
@@ -24,7 +25,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::{oneshot, Notify};
 
 use crate::metrics;
-use segment::{Entry, MAGIC};
+use segment::Entry;
+use writer::{Command, Writer};
 
 /// A segment is sealed, and the next append starts another, once it passes this size; a crash
 /// replays at most one segment's worth of records already applied (as duplicates).
@@ -77,7 +79,7 @@ impl SpoolError {
 
 /// One segment's bookkeeping.
 #[derive(Debug, Clone)]
-struct Segment {
+pub(super) struct Segment {
     seq: u64,
     entries: u64,
     settled: u64,
@@ -89,7 +91,7 @@ struct Segment {
 }
 
 #[derive(Debug, Default)]
-struct Ledger {
+pub(super) struct Ledger {
     segments: VecDeque<Segment>,
     /// On disk plus reserved by appends in flight.
     bytes: u64,
@@ -117,11 +119,6 @@ pub struct Depth {
     pub oldest_age_seconds: u64,
 }
 
-enum Command {
-    Append { record: Vec<u8>, arrived_ms: u64, done: oneshot::Sender<io::Result<()>> },
-    Seal { done: oneshot::Sender<()> },
-}
-
 pub struct Spool {
     dir: PathBuf,
     max_bytes: u64,
@@ -146,7 +143,7 @@ pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
-fn segment_path(dir: &Path, seq: u64) -> PathBuf {
+pub(super) fn segment_path(dir: &Path, seq: u64) -> PathBuf {
     dir.join(format!("{seq:020}.spool"))
 }
 
@@ -157,7 +154,7 @@ fn segment_seq(name: &str) -> Option<u64> {
 }
 
 /// Makes a directory entry (a new or deleted file in it) durable.
-fn sync_dir(dir: &Path) -> io::Result<()> {
+pub(super) fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
@@ -226,12 +223,7 @@ impl Spool {
             .and_then(|bytes| serde_json::from_slice::<HashSet<String>>(&bytes).ok());
         let ledger = Arc::new(Mutex::new(ledger));
         let (tx, rx) = mpsc::channel();
-        let writer = Writer {
-            dir: dir.to_path_buf(),
-            ledger: ledger.clone(),
-            next_seq: seqs.last().map_or(1, |s| s + 1),
-            active: None,
-        };
+        let writer = Writer::new(dir.to_path_buf(), ledger.clone(), seqs.last().map_or(1, |s| s + 1));
         std::thread::Builder::new().name("voxanne-spool".into()).spawn(move || writer.run(rx))?;
         let spool = Spool {
             dir: dir.to_path_buf(),
@@ -409,145 +401,9 @@ impl Spool {
     }
 }
 
-/// The writer thread's state: the segment being appended to, if any.
-struct Writer {
-    dir: PathBuf,
-    ledger: Arc<Mutex<Ledger>>,
-    next_seq: u64,
-    active: Option<Active>,
-}
-
-struct Active {
-    seq: u64,
-    file: File,
-    len: u64,
-}
-
-/// An append written, waiting for the group's fsync.
-struct Written {
-    done: oneshot::Sender<io::Result<()>>,
-    len: u64,
-    arrived_ms: u64,
-}
-
-impl Writer {
-    /// Serves commands until every sender is gone: each turn takes every command already
-    /// waiting (up to [`GROUP_MAX`]), writes their records, and fsyncs once before answering.
-    fn run(mut self, commands: mpsc::Receiver<Command>) {
-        while let Ok(first) = commands.recv() {
-            let mut group = vec![first];
-            while group.len() < GROUP_MAX {
-                match commands.try_recv() {
-                    Ok(command) => group.push(command),
-                    Err(_) => break,
-                }
-            }
-            let mut written = Vec::new();
-            for command in group {
-                match command {
-                    Command::Append { record, arrived_ms, done } => match self.write(&record) {
-                        Ok(()) => written.push(Written { done, len: record.len() as u64, arrived_ms }),
-                        Err(e) => {
-                            let _ = done.send(Err(e));
-                        }
-                    },
-                    Command::Seal { done } => {
-                        self.commit(std::mem::take(&mut written));
-                        self.seal();
-                        let _ = done.send(());
-                    }
-                }
-            }
-            self.commit(written);
-            if self.active.as_ref().is_some_and(|a| a.len >= SEGMENT_TARGET) {
-                self.seal();
-            }
-        }
-    }
-
-    /// Appends one record to the active segment, starting one if needed. A write that fails
-    /// halfway is cut off again, so the next record does not follow a damaged one.
-    fn write(&mut self, record: &[u8]) -> io::Result<()> {
-        if self.active.is_none() {
-            self.active = Some(self.create()?);
-        }
-        let active = self.active.as_mut().expect("just made");
-        match active.file.write_all(record) {
-            Ok(()) => {
-                active.len += record.len() as u64;
-                Ok(())
-            }
-            Err(e) => {
-                if active.file.set_len(active.len).is_err() {
-                    // left damaged: no more appends to it (a restart cuts the tail off)
-                    self.seal();
-                }
-                Err(e)
-            }
-        }
-    }
-
-    /// A new segment, its name durable before any record goes in.
-    fn create(&mut self) -> io::Result<Active> {
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        let mut file =
-            OpenOptions::new().create_new(true).append(true).mode(0o600).open(segment_path(&self.dir, seq))?;
-        file.write_all(MAGIC)?;
-        file.sync_all()?;
-        sync_dir(&self.dir)?;
-        let mut ledger = self.ledger.lock().expect("the ledger's lock is never poisoned");
-        ledger.bytes += MAGIC.len() as u64;
-        ledger.segments.push_back(Segment {
-            seq,
-            entries: 0,
-            settled: 0,
-            bytes: MAGIC.len() as u64,
-            oldest_ms: None,
-            sealed: false,
-        });
-        Ok(Active { seq, file, len: MAGIC.len() as u64 })
-    }
-
-    /// One fsync for the written records, then their answers. A failed fsync fails them all,
-    /// and the segment takes no more appends: what reached the disk of it is unknown.
-    fn commit(&mut self, written: Vec<Written>) {
-        if written.is_empty() {
-            return;
-        }
-        let active = self.active.as_ref().expect("records were written to it");
-        let synced = active.file.sync_data();
-        if synced.is_ok() {
-            let mut ledger = self.ledger.lock().expect("the ledger's lock is never poisoned");
-            let segment = ledger.segment(active.seq).expect("the active segment is in the ledger");
-            segment.entries += written.len() as u64;
-            segment.bytes += written.iter().map(|w| w.len).sum::<u64>();
-            segment.oldest_ms = segment.oldest_ms.or(Some(written[0].arrived_ms));
-        }
-        let failed = synced.as_ref().err().map(|e| (e.kind(), e.to_string()));
-        if failed.is_some() {
-            self.seal();
-        }
-        for w in written {
-            let _ = w.done.send(match &failed {
-                None => Ok(()),
-                Some((kind, message)) => Err(io::Error::new(*kind, message.clone())),
-            });
-        }
-    }
-
-    fn seal(&mut self) {
-        if let Some(active) = self.active.take() {
-            let mut ledger = self.ledger.lock().expect("the ledger's lock is never poisoned");
-            if let Some(segment) = ledger.segment(active.seq) {
-                segment.sealed = true;
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use super::segment::MAGIC;
     use super::*;
 
     /// A spool directory of the test's own, removed on drop.
